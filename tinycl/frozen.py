@@ -1,0 +1,108 @@
+"""The frozen stage: the lower part of the network, never trained, run in int8 on the device.
+
+Every frozen stage maps a batch of inputs to float32 latents and reports the bytes its parameters take.
+`LatentCache` runs a frozen stage once per sample: the stage is fixed, so a sample's latent never changes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from tinycl.model.build import build
+from tinycl.model.spec import ModelSpec, TensorQuant
+from tinycl.quant.ptq import QuantizedModel
+
+__all__ = ["FrozenStage", "FloatFrozenStage", "FakeQuantFrozenStage", "LatentCache"]
+
+
+class FrozenStage(Protocol):
+    spec: ModelSpec
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(N, *input_shape) inputs -> (N, *latent_shape) float32 latents."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its parameters as stored on the device."""
+
+
+def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate([fn(x[i: i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x
+
+
+class FloatFrozenStage:
+    """A frozen stage in fp32 (the unquantized reference)."""
+
+    def __init__(self, spec: ModelSpec, weights: dict, batch_size: int = 256):
+        self.spec, self.batch_size = spec, batch_size
+        self.module = build(spec, weights).eval()
+        self.nbytes = sum(a.nbytes for arrays in weights.values() for a in arrays.values())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return _batched(lambda b: self.module(torch.as_tensor(b, dtype=torch.float32)).numpy(),
+                            np.asarray(x, np.float32), self.batch_size)
+
+
+def _fake_quant(x: torch.Tensor, q: TensorQuant) -> torch.Tensor:
+    scale, zero = q.scale[0], q.zero_point[0]
+    codes = torch.clamp(torch.round(x / scale) + zero, q.qmin, q.qmax)
+    return (codes - zero) * scale
+
+
+class FakeQuantFrozenStage:
+    """A QuantizedModel executed in float with every activation rounded to its int8 grid (fake quantization).
+
+    It agrees with an integer executor up to the rounding of requantization multipliers."""
+
+    def __init__(self, qmodel: QuantizedModel, batch_size: int = 256):
+        self.qmodel, self.spec, self.batch_size = qmodel, qmodel.spec, batch_size
+        self.module = build(qmodel.spec, qmodel.dequantized_weights()).eval()
+        self.nbytes = qmodel.nbytes
+
+    @property
+    def output_quant(self) -> TensorQuant:
+        return self.spec.layers[-1].quant.output if self.spec.layers else self.spec.input_quant
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        x = _fake_quant(torch.as_tensor(x, dtype=torch.float32), self.spec.input_quant)
+        outputs = {"input": x}
+        for layer in self.spec.layers:
+            ins = [outputs[n] for n in layer.inputs] if layer.inputs else [x]
+            x = outputs[layer.name] = _fake_quant(self.module.run_layer(layer, ins), layer.quant.output)
+        return x.numpy()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return _batched(self._run, np.asarray(x, np.float32), self.batch_size)
+
+
+class LatentCache:
+    """Latents of samples by id, computed by `stage` on first request and reused after."""
+
+    def __init__(self, stage: FrozenStage):
+        self.stage = stage
+        self._rows: dict[int, int] = {}
+        self._store: list[np.ndarray] = []
+        self._stacked: np.ndarray | None = None
+        self.computed = 0  # samples run through the stage so far
+
+    def __call__(self, x: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        if ids is None:
+            return self.stage(x)
+        ids = np.asarray(ids)
+        missing = np.array([i not in self._rows for i in ids.tolist()], dtype=bool)
+        if missing.any():
+            new = self.stage(x[missing])
+            self.computed += len(new)
+            base = sum(len(s) for s in self._store)
+            self._store.append(new)
+            self._stacked = None
+            for k, i in enumerate(ids[missing].tolist()):
+                self._rows[i] = base + k
+        if self._stacked is None:
+            self._stacked = np.concatenate(self._store)
+        return self._stacked[[self._rows[i] for i in ids.tolist()]]

@@ -1,0 +1,238 @@
+"""The one model description: a list of layer records with shapes and quantization parameters.
+
+Every reader works from these records: `build.py` makes the torch module, `split.py` cuts the model into a
+frozen and an adaptive stage, the cost model counts bytes and MACs, and the C exporter emits kernels.
+Tensors are laid out CHW (batch first when batched); weights OIHW for convolutions, (out, in) for linear.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from tinycl.errors import ModelError
+
+__all__ = ["Layer", "LayerQuant", "ModelSpec", "OPS", "ACTIVATIONS", "TensorQuant"]
+
+# op -> does it carry weights
+OPS = {
+    "conv2d": True,
+    "depthwise_conv2d": True,
+    "linear": True,
+    "avg_pool2d": False,
+    "max_pool2d": False,
+    "global_avg_pool": False,  # (C, H, W) -> (C,)
+    "flatten": False,  # (C, H, W) -> (C*H*W,)
+    "relu": False,
+    "relu6": False,
+    "pad": False,
+    "add": False,  # elementwise sum of the outputs named in `inputs`
+    "softmax": False,
+    "reshape": False,  # to `shape`
+}
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """Affine quantization of one tensor: x = scale * (q - zero_point). Per tensor if one scale, else per
+    channel along `axis`."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    dtype: str = "int8"  # "int8" | "uint8" | "int32"
+    axis: int = 0
+
+    def __post_init__(self):
+        if len(self.scale) != len(self.zero_point):
+            raise ModelError(f"quantization has {len(self.scale)} scales but {len(self.zero_point)} zero points")
+        if self.dtype not in ("int8", "uint8", "int32"):
+            raise ModelError(f"quantized dtype {self.dtype!r} is not supported; allowed: int8, uint8, int32")
+
+    @property
+    def qmin(self) -> int:
+        return {"int8": -128, "uint8": 0, "int32": -(2**31)}[self.dtype]
+
+    @property
+    def qmax(self) -> int:
+        return {"int8": 127, "uint8": 255, "int32": 2**31 - 1}[self.dtype]
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """Quantization of a layer in an integer model: its weights and its output (its input is the
+    previous layer's output, or the model's input)."""
+
+    output: TensorQuant
+    weight: TensorQuant | None = None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer record. Fields an op does not use keep their defaults.
+
+    channels: output channels (conv) or output features (linear).
+    padding: "valid", "same" (TF SAME: extra padding at bottom/right), or (top, bottom, left, right).
+    activation: fused activation applied after the op ("none", "relu", "relu6").
+    inputs: names of the layers this one reads; empty means the previous layer (or the model input).
+    """
+
+    name: str
+    op: str
+    channels: int = 0
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: str | tuple[int, int, int, int] = "valid"
+    activation: str = "none"
+    bias: bool = True
+    shape: tuple[int, ...] = ()  # reshape target
+    inputs: tuple[str, ...] = ()
+    quant: LayerQuant | None = None
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ModelError(f"layer {self.name!r}: op {self.op!r} is not supported; supported: {', '.join(OPS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ModelError(f"layer {self.name!r}: activation {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if isinstance(self.padding, str) and self.padding not in ("valid", "same"):
+            raise ModelError(f"layer {self.name!r}: padding {self.padding!r}; allowed: valid, same, (t, b, l, r)")
+
+    @property
+    def has_weights(self) -> bool:
+        return OPS[self.op]
+
+
+def _pads(layer: Layer, h: int, w: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of a conv or pool over an h x w input."""
+    if layer.padding == "valid":
+        return (0, 0, 0, 0)
+    if layer.padding == "same":
+        out = []
+        for size, k, s in ((h, layer.kernel[0], layer.stride[0]), (w, layer.kernel[1], layer.stride[1])):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    return tuple(layer.padding)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network as an ordered list of layers. `input_shape` excludes the batch axis (CHW or (features,))."""
+
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    input_quant: TensorQuant | None = None
+    name: str = "model"
+    _shapes: dict = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names) or "input" in names:
+            raise ModelError(f"model {self.name!r}: layer names must be unique and not 'input'")
+        object.__setattr__(self, "_shapes", self._infer_shapes())
+
+    # -- shapes -------------------------------------------------------------------------------------
+    def _infer_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {"input": tuple(self.input_shape)}
+        prev = tuple(self.input_shape)
+        for layer in self.layers:
+            ins = [shapes[n] for n in layer.inputs] if layer.inputs else [prev]
+            prev = shapes[layer.name] = self._out_shape(layer, ins)
+        return shapes
+
+    def _out_shape(self, layer: Layer, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+        x = ins[0]
+        op = layer.op
+        if op in ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d"):
+            if len(x) != 3:
+                raise ModelError(f"layer {layer.name!r} ({op}) needs a CHW input, got shape {x}")
+            c, h, w = x
+            t, b, l, r = _pads(layer, h, w)
+            oh = (h + t + b - layer.kernel[0]) // layer.stride[0] + 1
+            ow = (w + l + r - layer.kernel[1]) // layer.stride[1] + 1
+            if oh < 1 or ow < 1:
+                raise ModelError(f"layer {layer.name!r}: kernel {layer.kernel} does not fit input {x}")
+            oc = layer.channels if op == "conv2d" else c
+            return (oc, oh, ow)
+        if op == "linear":
+            return (layer.channels,)
+        if op == "global_avg_pool":
+            return (x[0],)
+        if op == "flatten":
+            return (math.prod(x),)
+        if op == "pad":
+            t, b, l, r = layer.padding
+            return (x[0], x[1] + t + b, x[2] + l + r)
+        if op == "reshape":
+            if math.prod(layer.shape) != math.prod(x):
+                raise ModelError(f"layer {layer.name!r}: cannot reshape {x} to {layer.shape}")
+            return tuple(layer.shape)
+        if op == "add" and any(s != x for s in ins):
+            raise ModelError(f"layer {layer.name!r}: add needs equal shapes, got {ins}")
+        return x
+
+    def output_shape(self, name: str | None = None) -> tuple[int, ...]:
+        """Output shape (no batch axis) of layer `name`, or of the model."""
+        if not self.layers:
+            return tuple(self.input_shape)
+        return self._shapes[name or self.layers[-1].name]
+
+    def input_shape_of(self, name: str) -> tuple[int, ...]:
+        i = self.index(name)
+        layer = self.layers[i]
+        if layer.inputs:
+            return self._shapes[layer.inputs[0]]
+        return self._shapes[self.layers[i - 1].name] if i else tuple(self.input_shape)
+
+    def index(self, name: str) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise ModelError(f"no layer named {name!r} in {self.name!r}; layers: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    # -- costs ---------------------------------------------------------------------------------------
+    def weight_shapes(self, layer: Layer) -> dict[str, tuple[int, ...]]:
+        """Shapes of a layer's parameters: {"weight": ..., "bias": ...} (empty for ops without weights)."""
+        cin = self.input_shape_of(layer.name)[0]
+        if layer.op == "conv2d":
+            shapes = {"weight": (layer.channels, cin, *layer.kernel)}
+        elif layer.op == "depthwise_conv2d":
+            shapes = {"weight": (cin, 1, *layer.kernel)}
+        elif layer.op == "linear":
+            shapes = {"weight": (layer.channels, math.prod(self.input_shape_of(layer.name)))}
+        else:
+            return {}
+        if layer.bias:
+            shapes["bias"] = (shapes["weight"][0],)
+        return shapes
+
+    def num_params(self, layer: Layer | None = None) -> int:
+        layers = [layer] if layer is not None else self.layers
+        return sum(math.prod(s) for ly in layers for s in self.weight_shapes(ly).values())
+
+    def macs(self, layer: Layer | None = None) -> int:
+        """Multiply-accumulates of one forward pass for one sample (of one layer, or the whole model)."""
+        if layer is None:
+            return sum(self.macs(ly) for ly in self.layers)
+        out = self.output_shape(layer.name)
+        if layer.op == "conv2d":
+            cin = self.input_shape_of(layer.name)[0]
+            return math.prod(out) * cin * layer.kernel[0] * layer.kernel[1]
+        if layer.op == "depthwise_conv2d":
+            return math.prod(out) * layer.kernel[0] * layer.kernel[1]
+        if layer.op == "linear":
+            return layer.channels * math.prod(self.input_shape_of(layer.name))
+        return 0
+
+    def with_layers(self, layers, input_shape=None, input_quant=None, name=None) -> ModelSpec:
+        return replace(
+            self,
+            layers=tuple(layers),
+            input_shape=tuple(input_shape if input_shape is not None else self.input_shape),
+            input_quant=input_quant,
+            name=name or self.name,
+        )

@@ -1,0 +1,118 @@
+"""Post-training quantization of a float model to an int8 `QuantizedModel`.
+
+Weights: int8, symmetric (zero point 0, range [-127, 127]), one scale per output channel.
+Biases: int32 with scale input_scale * weight_scale[c]. Activations: int8, asymmetric, one scale and zero
+point per tensor, from the min/max seen on calibration data (range always includes 0).
+The result carries its quantization in the layer records (`Layer.quant`), the same form the TFLite importer
+produces, so one integer executor runs both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from tinycl.model.build import build
+from tinycl.model.spec import LayerQuant, ModelSpec, TensorQuant
+
+__all__ = ["QuantizedModel", "quantize_model", "INHERIT_QUANT"]
+
+# ops whose output has the quantization of their input (they move or select values, never compute new ones)
+INHERIT_QUANT = ("flatten", "reshape", "pad", "max_pool2d")
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """An integer model: `spec` with `quant` on every layer and `input_quant`, and integer parameters
+    {layer: {"weight": int8 or uint8 array, "bias": int32 array}}."""
+
+    spec: ModelSpec
+    weights: dict
+
+    def dequantized_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """Float32 weights equal to scale * (q - zero_point), for running the model in float."""
+        out = {}
+        for layer in self.spec.layers:
+            if layer.name not in self.weights:
+                continue
+            wq = layer.quant.weight
+            w = self.weights[layer.name]["weight"].astype(np.float32)
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            w_scale = np.asarray(wq.scale, np.float32).reshape(shape)
+            w_zero = np.asarray(wq.zero_point, np.float32).reshape(shape)
+            out[layer.name] = {"weight": (w - w_zero) * w_scale}
+            if "bias" in self.weights[layer.name]:
+                in_scale = self.input_quant_of(layer.name).scale[0]
+                out[layer.name]["bias"] = (self.weights[layer.name]["bias"].astype(np.float64)
+                                           * in_scale * np.asarray(wq.scale)).astype(np.float32)
+        return out
+
+    def input_quant_of(self, name: str) -> TensorQuant:
+        layer = self.spec.layers[self.spec.index(name)]
+        i = self.spec.index(name)
+        source = layer.inputs[0] if layer.inputs else (self.spec.layers[i - 1].name if i else "input")
+        if source == "input":
+            return self.spec.input_quant
+        return self.spec.layers[self.spec.index(source)].quant.output
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of integer parameters plus their per-channel scales (float32) and zero points (int32)."""
+        total = sum(a.nbytes for arrays in self.weights.values() for a in arrays.values())
+        for layer in self.spec.layers:
+            if layer.quant is not None and layer.quant.weight is not None:
+                total += 8 * len(layer.quant.weight.scale)
+        return total
+
+
+def _tensor_quant(lo: float, hi: float) -> TensorQuant:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = (hi - lo) / 255.0 if hi > lo else 1.0
+    zero = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    return TensorQuant((float(scale),), (zero,), "int8")
+
+
+def quantize_model(spec: ModelSpec, weights: dict, calibration: np.ndarray, batch_size: int = 256) -> QuantizedModel:
+    """Quantize a float model (spec + float weights) using `calibration` inputs (N, *input_shape)."""
+    module = build(spec, weights).eval()
+    lo = {n: np.inf for n in ["input", *spec.names]}
+    hi = {n: -np.inf for n in lo}
+    with torch.no_grad():
+        for start in range(0, len(calibration), batch_size):
+            x = torch.as_tensor(np.asarray(calibration[start: start + batch_size], np.float32))
+            lo["input"], hi["input"] = min(lo["input"], x.min().item()), max(hi["input"], x.max().item())
+            outputs = {"input": x}
+            for layer in spec.layers:
+                ins = [outputs[n] for n in layer.inputs] if layer.inputs else [x]
+                x = module.run_layer(layer, ins)
+                outputs[layer.name] = x
+                lo[layer.name] = min(lo[layer.name], x.min().item())
+                hi[layer.name] = max(hi[layer.name], x.max().item())
+
+    input_quant = _tensor_quant(lo["input"], hi["input"])
+    quant_of = {"input": input_quant}
+    layers, qweights = [], {}
+    prev = "input"
+    for layer in spec.layers:
+        source = layer.inputs[0] if layer.inputs else prev
+        in_q = quant_of[source]
+        out_q = in_q if layer.op in INHERIT_QUANT else _tensor_quant(lo[layer.name], hi[layer.name])
+        w_q = None
+        if layer.name in weights:
+            w = weights[layer.name]["weight"]
+            w_scale = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) / 127.0
+            w_scale = np.where(w_scale > 0, w_scale, 1.0).astype(np.float32)
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            qw = np.clip(np.round(w / w_scale.reshape(shape)), -127, 127).astype(np.int8)
+            qweights[layer.name] = {"weight": qw}
+            w_q = TensorQuant(tuple(map(float, w_scale)), (0,) * len(w_scale), "int8", axis=0)
+            if "bias" in weights[layer.name]:
+                b_scale = np.float64(in_q.scale[0]) * w_scale.astype(np.float64)
+                qb = np.round(weights[layer.name]["bias"] / b_scale)
+                qweights[layer.name]["bias"] = np.clip(qb, -(2**31), 2**31 - 1).astype(np.int32)
+        quant_of[layer.name] = out_q
+        layers.append(replace(layer, quant=LayerQuant(output=out_q, weight=w_q)))
+        prev = layer.name
+    return QuantizedModel(spec.with_layers(layers, input_quant=input_quant), qweights)
