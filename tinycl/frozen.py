@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from tinycl.data.dataset import to_float
 from tinycl.model.build import build
 from tinycl.model.spec import ModelSpec, TensorQuant
 from tinycl.quant.ptq import QuantizedModel
@@ -22,7 +23,7 @@ class FrozenStage(Protocol):
     spec: ModelSpec
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """(N, *input_shape) inputs -> (N, *latent_shape) float32 latents."""
+        """(N, *input_shape) inputs (uint8 pixels or float32) -> (N, *latent_shape) float32 latents."""
 
     @property
     def nbytes(self) -> int:
@@ -44,7 +45,7 @@ class FloatFrozenStage:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return _batched(lambda b: self.module(torch.as_tensor(b, dtype=torch.float32)).numpy(),
-                            np.asarray(x, np.float32), self.batch_size)
+                            to_float(x), self.batch_size)
 
 
 def _fake_quant(x: torch.Tensor, q: TensorQuant) -> torch.Tensor:
@@ -77,7 +78,7 @@ class FakeQuantFrozenStage:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _batched(self._run, np.asarray(x, np.float32), self.batch_size)
+            return _batched(self._run, to_float(x), self.batch_size)
 
 
 class LatentCache:

@@ -1,0 +1,62 @@
+"""Reading source files and archives with errors that name the file and what was expected.
+
+Archives are read in place (never unpacked to disk). A truncated or corrupt archive surfaces as a DataError
+instead of an EOFError/zlib.error/tarfile.ReadError traceback from deep inside the standard library.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tinycl.errors import DataError
+
+__all__ = ["require_file", "tar_names", "iter_tar", "ARCHIVE_ERRORS"]
+
+# What tarfile/gzip raise on a truncated or corrupt archive.
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def require_file(path: Path, expected: str) -> Path:
+    """`path` if it is a file, else DataError "<path> not found: expected <expected>"."""
+    if not Path(path).is_file():
+        raise DataError(f"{path} not found: expected {expected}")
+    return Path(path)
+
+
+def _bad_archive(path: Path, err: BaseException) -> DataError:
+    return DataError(f"{path}: truncated or corrupt archive ({type(err).__name__}: {err}); "
+                     "expected a complete .tar or .tar.gz file, re-download or re-copy it")
+
+
+def tar_names(path: Path) -> list[str]:
+    """Names of the regular files in a tar(.gz), in archive order, without a leading './'.
+
+    Reads the whole stream (a tar has no index), which also detects truncation."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return [_clean(m.name) for m in tar if m.isfile()]
+    except ARCHIVE_ERRORS as err:
+        raise _bad_archive(path, err) from err
+
+
+def iter_tar(path: Path, want: Callable[[str], bool] = lambda name: True) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular file in a tar(.gz) whose cleaned name passes `want`, streamed in archive
+    order (one pass, no seeking back: fast on .tar.gz)."""
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for m in tar:
+                name = _clean(m.name)
+                if m.isfile() and want(name):
+                    f = tar.extractfile(m)
+                    yield name, f.read()
+    except ARCHIVE_ERRORS as err:
+        raise _bad_archive(path, err) from err
+
+
+def _clean(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name

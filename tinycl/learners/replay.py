@@ -1,0 +1,95 @@
+"""Learners beside naive fine-tuning: joint training (upper bound), latent replay (fp32 or Q-bit memory) and
+raw-input replay (inputs stored, run through the frozen stage again when replayed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinycl.data.dataset import to_float
+from tinycl.learners.base import Learner
+from tinycl.memory import POLICIES, ReplayMemory
+from tinycl.scenarios import Experience
+
+__all__ = ["Joint", "LatentReplay", "RawReplay"]
+
+
+class Joint(Learner):
+    """Upper bound: keeps every latent seen and trains on all of them at each experience."""
+
+    name = "joint"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._z: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+
+    def partial_fit(self, experience: Experience) -> Joint:
+        self._z.append(self.encoder(experience.x, experience.ids))
+        self._y.append(experience.y)
+        z, y = np.concatenate(self._z), np.concatenate(self._y)
+        lr = self.train_cfg.first_lr if self.experiences_seen == 0 and self.train_cfg.first_lr else self.train_cfg.lr
+        self._train(z, y, lr)
+        self.experiences_seen += 1
+        return self
+
+    @property
+    def replay_nbytes(self) -> int:
+        return int(sum(z.nbytes + y.nbytes for z, y in zip(self._z, self._y, strict=True)))
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "z": list(self._z), "y": list(self._y)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._z, self._y = list(state["z"]), list(state["y"])
+
+
+class LatentReplay(Learner):
+    """Latent replay (Pellegrini et al. 2020; quantized: Ravaglia et al. 2021): the memory stores latents at
+    `memory.bits` bits; replayed latents join the new ones on the batch axis at the split."""
+
+    name = "latent_replay"
+
+    def __init__(self, *args, memory: ReplayMemory, policy: str = "nicv2", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.memory, self.policy = memory, POLICIES[policy]
+
+    def _replay_size(self) -> int:
+        return self.memory.size
+
+    def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        slots = self.rng.choice(self.memory.size, size=n, replace=n > self.memory.size)
+        return self.memory.read(slots)
+
+    def _stored(self, experience: Experience, z: np.ndarray) -> np.ndarray:
+        return z
+
+    def _after_experience(self, experience: Experience, z: np.ndarray) -> None:
+        new, slots = self.policy(self.memory, experience.y, experience.index, self.rng)
+        self.memory.write(slots, self._stored(experience, z)[new], experience.y[new])
+        self.memory.seen_ += len(experience.y)
+
+    @property
+    def replay_nbytes(self) -> int:
+        return self.memory.nbytes
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "memory": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.memory.load_state_dict(state["memory"])
+
+
+class RawReplay(LatentReplay):
+    """Raw-input replay: the memory stores inputs (8-bit codes: an image's own precision); every replayed
+    input runs through the frozen stage again, as it would on the device."""
+
+    name = "raw_replay"
+
+    def _stored(self, experience: Experience, z: np.ndarray) -> np.ndarray:
+        return to_float(experience.x)
+
+    def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = super()._replay_batch(n)
+        return self.encoder.stage(x), y
