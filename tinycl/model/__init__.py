@@ -1,0 +1,9 @@
+"""The model description (layer records) and its readers."""
+
+from tinycl.model import zoo
+from tinycl.model.build import SpecModule, build, get_weights, set_weights
+from tinycl.model.spec import Layer, LayerQuant, ModelSpec, TensorQuant
+from tinycl.model.split import Split
+
+__all__ = ["Layer", "LayerQuant", "ModelSpec", "TensorQuant", "Split", "SpecModule", "build", "get_weights",
+           "set_weights", "zoo"]

@@ -33,15 +33,11 @@ class SpecModule(nn.Module):
             if not shapes:
                 continue
             holder = nn.Module()
+            # He initialisation (fan in): keeps the signal's scale through ReLU layers; biases start at 0
             weight = torch.empty(shapes["weight"])
-            fan_in = int(np.prod(shapes["weight"][1:]))
-            nn.init.kaiming_uniform_(weight, a=5**0.5, generator=generator)  # torch's own default init
+            nn.init.kaiming_normal_(weight, nonlinearity="relu", generator=generator)
             holder.weight = nn.Parameter(weight)
-            if "bias" in shapes:
-                bound = 1 / fan_in**0.5
-                holder.bias = nn.Parameter(torch.empty(shapes["bias"]).uniform_(-bound, bound, generator=generator))
-            else:
-                holder.bias = None
+            holder.bias = nn.Parameter(torch.zeros(shapes["bias"])) if "bias" in shapes else None
             self.params[layer.name] = holder
         self._keep = {n for layer in spec.layers for n in layer.inputs}
 

@@ -1,0 +1,59 @@
+"""The CLI: bad input gives one line and exit status 2; demo and run produce their files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinycl.cli import main
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text('strategy = "latent_replay"\n[data]\nn_train = 300\nn_test = 100\nfirst_classes = 6\n'
+                    'classes_per_experience = 2\n[model]\npretrain_epochs = 3\n[train]\nepochs = 1\nbatch_size = 16\n')
+    return path
+
+
+@pytest.mark.parametrize("override,message", [
+    ("memory.bits=9", "memory.bits must be one of 32, 8, 7, 6, 5, 4, 3, 2, 1, got 9"),
+    ("memory.capacity=0", "memory.capacity must be >= 1"),
+    ("model.split=conv9", "unknown split layer 'conv9'; allowed: input, conv1"),
+    ("memory.bogus=1", "unknown config key 'memory.bogus'; allowed in memory: capacity"),
+    ("train.lr=fast", "train.lr must be of type float, got 'fast'"),
+    ("strategy=magic", "strategy 'magic' is not known; allowed: naive"),
+    ("memory", "expected section.key=value"),
+])
+def test_bad_input_is_one_line_exit_2(config, tmp_path, capsys, override, message):
+    assert main(["run", str(config), "--set", override, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_and_broken_config(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "none.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[memory\nbits = 8")
+    assert main(["run", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_run_and_resume(config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--set", "memory.bits=7", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bits"] == 7 and metrics["experiences_done"] == 3
+    assert "bits = 7" in (out / "config.toml").read_text()
+    # resuming a finished run does no more work and gives the same metrics
+    assert main(["run", str(config), "--set", "memory.bits=7", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["final_accuracy"] == metrics["final_accuracy"]
+
+
+def test_console_script_reports_error_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tinycl.cli", "run", str(tmp_path / "x.toml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -1,0 +1,113 @@
+"""Each learner on tiny data, the mini-batch mix, checkpoints and the run loop with resume."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
+from tinycl.learners.base import Learner
+from tinycl.learners.replay import Joint, LatentReplay, RawReplay
+from tinycl.runner import make_learner, prepare, run_experiment
+
+TINY = RunConfig(
+    seed=3,
+    data=DataConfig(name="digits", first_classes=4, classes_per_experience=2, n_train=400, n_test=200),
+    model=ModelConfig(arch="digits_cnn", split="conv2", pretrain_epochs=5),
+    memory=MemoryConfig(capacity=40, bits=4),
+    train=TrainConfig(epochs=2, batch_size=16, lr=0.01, replay_ratio=0.5),
+)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return prepare(TINY)
+
+
+def test_mix_follows_pellegrini():
+    cfg = TrainConfig(batch_size=128)
+    assert cfg.mix(300, 1500) == (21, 107)
+    assert cfg.mix(300, 3000) == (12, 116)
+    assert cfg.mix(300, 0) == (128, 0)
+    assert TrainConfig(batch_size=32, replay_ratio=0.75).mix(100, 50) == (8, 24)
+
+
+@pytest.mark.parametrize("strategy,cls", [("naive", Learner), ("joint", Joint), ("latent_replay", LatentReplay),
+                                          ("raw_replay", RawReplay)])
+def test_each_learner_end_to_end(setup, strategy, cls):
+    learner = make_learner(TINY, setup, strategy)
+    assert type(learner) is cls
+    for exp in setup.scenario.train:
+        assert learner.partial_fit(exp) is learner
+    test = setup.scenario.seen_test(len(setup.scenario) - 1)
+    pred = learner.predict(test.x, test.ids)
+    assert pred.shape == test.y.shape and pred.dtype == np.int64
+    assert (pred == test.y).mean() > 0.1  # better than chance over 10 classes
+    report = learner.memory_report()
+    assert report["adaptive_weights"] == sum(p.numel() * 4 for p in learner.adaptive.parameters())
+    assert report["frozen_weights"] == setup.frozen.nbytes > 0
+    if strategy in ("latent_replay", "raw_replay"):
+        stored = set(learner.memory.labels[: learner.memory.size].tolist())
+        for exp in setup.scenario.train:
+            assert stored & set(exp.classes), f"the memory holds samples of experience {exp.index}"
+        assert report["replay_memory"] == learner.memory.nbytes
+
+
+def test_raw_replay_gets_the_latent_memory_bytes(setup):
+    latent = make_learner(TINY, setup, "latent_replay")
+    raw = make_learner(TINY, setup, "raw_replay")
+    budget = latent.memory.nbytes
+    assert raw.memory.nbytes <= budget
+    bigger = type(raw.memory)(raw.memory.capacity + 1, raw.memory.sample_shape, 8)
+    assert bigger.nbytes > budget
+
+
+def test_naive_forgets_and_replay_remembers(setup):
+    first = setup.scenario.test[0]
+    accs = {}
+    for strategy in ("naive", "latent_replay"):
+        learner = make_learner(TINY, setup, strategy)
+        for exp in setup.scenario.train:
+            learner.partial_fit(exp)
+        accs[strategy] = (learner.predict(first.x, first.ids) == first.y).mean()
+    assert accs["latent_replay"] > accs["naive"] + 0.2
+
+
+def test_state_dict_round_trip(setup):
+    a = make_learner(TINY, setup, "latent_replay")
+    a.partial_fit(setup.scenario.train[0])
+    b = make_learner(TINY, setup, "latent_replay")
+    b.load_state_dict(a.state_dict())
+    for learner in (a, b):
+        learner.partial_fit(setup.scenario.train[1])
+    x = setup.scenario.test[0]
+    np.testing.assert_array_equal(a.predict(x.x, x.ids), b.predict(x.x, x.ids))
+    np.testing.assert_array_equal(a.memory.buffer, b.memory.buffer)
+
+
+def test_run_writes_results_and_resumes_identically(tmp_path, setup):
+    full = run_experiment(TINY, tmp_path / "full", setup=setup)
+    for name in ("config.toml", "metrics.json", "accuracy_matrix.csv", "accuracy.png", "checkpoint.pt"):
+        assert (tmp_path / "full" / name).exists()
+
+    def stop_after_first(i):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(TINY, tmp_path / "cut", setup=setup, progress=stop_after_first)
+    resumed = run_experiment(TINY, tmp_path / "cut", setup=setup, resume=True)
+    assert resumed["experiences_done"] == len(setup.scenario)
+    for key in ("final_accuracy", "forgetting", "accuracy_after_each", "replay_bytes"):
+        assert resumed[key] == full[key]
+    rows = (tmp_path / "full" / "accuracy_matrix.csv").read_text().strip().splitlines()
+    assert len(rows) == len(setup.scenario)
+
+
+def test_resume_refuses_another_config(tmp_path, setup):
+    from tinycl.errors import ConfigError
+
+    run_experiment(TINY, tmp_path, setup=setup)
+    other = replace(TINY, memory=replace(TINY.memory, bits=8))
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(other, tmp_path, setup=setup, resume=True)

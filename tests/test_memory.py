@@ -1,0 +1,88 @@
+"""Replay memory: exact byte count, stored values, insertion policies."""
+
+import numpy as np
+import pytest
+
+from tinycl.errors import ConfigError
+from tinycl.memory import BITS, POLICIES, ReplayMemory, nicv2_policy
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+def test_nbytes_is_exact(bits, granularity):
+    shape = (3, 5, 7)  # odd sizes: slots straddle bytes for most Q
+    n = 11
+    mem = ReplayMemory(n, shape, bits, granularity=granularity)
+    count = n * 3 * 5 * 7
+    codes = count * 4 if bits == 32 else -(-count * bits // 8)
+    channels = 3 if granularity == "channel" else 1
+    qparams = 0 if bits == 32 else channels * (4 + 1)
+    assert mem.codes_nbytes == codes == mem.buffer.nbytes
+    assert mem.nbytes == codes + qparams + mem.labels.nbytes
+    rng = np.random.default_rng(0)
+    mem.write(np.arange(n), rng.random((n, *shape)).astype(np.float32), rng.integers(0, 10, n))
+    if bits != 32:
+        assert mem.scale_.nbytes + mem.zero_point_.nbytes == qparams
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_stored_values_round_trip(bits):
+    rng = np.random.default_rng(bits)
+    x = rng.random((9, 2, 3, 3)).astype(np.float32) * 6
+    mem = ReplayMemory(9, (2, 3, 3), bits, granularity="channel").calibrate(x)
+    order = rng.permutation(9)
+    mem.write(order, x[order], np.arange(9)[order])
+    got, y = mem.read(np.arange(9))
+    np.testing.assert_array_equal(y, np.arange(9))
+    if bits == 32:
+        np.testing.assert_array_equal(got, x)
+    else:
+        step = mem.scale_.reshape(1, -1, 1, 1)
+        assert np.all(np.abs(got - x) <= step / 2 + 1e-5)
+        np.testing.assert_array_equal(mem.codes(), mem.encode(x))
+
+
+def test_bad_config():
+    with pytest.raises(ConfigError, match="capacity"):
+        ReplayMemory(0, (4,), 8)
+    with pytest.raises(ConfigError, match="32, 8, 7"):
+        ReplayMemory(4, (4,), 9)
+
+
+def _fill(policy, capacity, sizes, rng):
+    mem = ReplayMemory(capacity, (1,), 32)
+    log = []
+    for i, (n, label) in enumerate(sizes):
+        y = np.full(n, label)
+        new, slots = policy(mem, y, i, rng)
+        assert len(set(slots.tolist())) == len(slots), "a slot is written once per update"
+        mem.write(slots, np.full((len(new), 1), i, np.float32), y[new])
+        mem.seen_ += n
+        log.append((len(new), mem.size))
+    return mem, log
+
+
+def test_nicv2_counts():
+    # DESIGN.md: h = min(N // (i + 1), n_new); batch 0 fills the memory
+    rng = np.random.default_rng(0)
+    mem, log = _fill(nicv2_policy, 1500, [(3000, 0), (300, 1), (300, 2), (300, 3), (300, 4)], rng)
+    assert [h for h, _ in log] == [1500, 300, 300, 300, 300]
+    assert mem.size == 1500
+    mem, log = _fill(nicv2_policy, 3000, [(3000, 0)] + [(300, c) for c in range(1, 12)], rng)
+    assert [h for h, _ in log][:1] == [3000] and log[10][0] == 3000 // 11 == 272
+    assert np.sum(mem.labels == 11) == 3000 // 12  # the last batch is all in memory
+
+
+def test_reservoir_is_uniform_over_stream():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(10)
+    for _ in range(200):
+        mem, _ = _fill(POLICIES["reservoir"], 50, [(100, c) for c in range(10)], rng)
+        counts += np.bincount(mem.labels[: mem.size], minlength=10)
+    assert np.allclose(counts / counts.sum(), 0.1, atol=0.01)
+
+
+def test_class_balanced_quota():
+    rng = np.random.default_rng(0)
+    mem, _ = _fill(POLICIES["class_balanced"], 90, [(200, 0), (200, 1), (200, 2)], rng)
+    np.testing.assert_array_equal(np.bincount(mem.labels[: mem.size]), [30, 30, 30])
