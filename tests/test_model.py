@@ -69,7 +69,8 @@ def test_int8_frozen_stage_close_to_float_and_accounted():
         w = q.weights[layer.name]
         assert w["weight"].dtype == np.int8 and w["bias"].dtype == np.int32
         assert len(layer.quant.weight.scale) == layer.channels  # per output channel
-    expected = sum(a.nbytes for d in q.weights.values() for a in d.values()) + sum(8 * ly.channels for ly in q.spec.layers)
+    expected = sum(a.nbytes for d in q.weights.values() for a in d.values())
+    expected += sum(8 * ly.channels for ly in q.spec.layers)  # float32 scale + int32 zero point per channel
     assert q.nbytes == expected
     fq, fl = FakeQuantFrozenStage(q)(x), FloatFrozenStage(split.frozen_spec, fw)(x)
     out_scale = q.spec.layers[-1].quant.output.scale[0]

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import tomli_w
 
+from tinycl.distill import DistillConfig
 from tinycl.errors import ConfigError
+from tinycl.growth import GrowthConfig
 from tinycl.learners.base import TrainConfig
 from tinycl.memory import BITS
 from tinycl.quant.qparams import RANGE_METHODS
@@ -24,7 +26,7 @@ from tinycl.quant.qparams import RANGE_METHODS
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "MemoryConfig", "TrainConfig", "load_config",
            "save_config", "config_to_dict", "config_from_dict", "apply_overrides"]
 
-STRATEGIES = ("naive", "joint", "latent_replay", "raw_replay")
+STRATEGIES = ("naive", "joint", "latent_replay", "raw_replay", "distilled_replay")
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,14 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    strategy: str = "latent_replay"  # naive, joint, latent_replay, raw_replay
+    strategy: str = "latent_replay"  # naive, joint, latent_replay, raw_replay, distilled_replay
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # distilled_replay: dataset distillation
+    growth: GrowthConfig = field(default_factory=GrowthConfig)  # distilled_replay: model size adaption
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

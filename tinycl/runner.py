@@ -137,6 +137,10 @@ def make_learner(cfg: RunConfig, setup: Setup, strategy: str | None = None, bits
             capacity += 1
         memory = _memory(cfg, input_shape, 8, capacity, n_classes)
         return RawReplay(*args, memory=memory, policy=cfg.memory.policy, seed=cfg.seed)
+    if strategy == "distilled_replay":
+        from tinycl.learners.distilled import make_distilled
+
+        return make_distilled(cfg, setup, bits)
     raise ConfigError(f"strategy {strategy!r} is not known")
 
 
@@ -160,6 +164,8 @@ def _write_results(out: Path, cfg: RunConfig, matrix: AccuracyMatrix, learner: L
                "experiences_done": matrix.done, "accuracy_after_each": matrix.seen_accuracy[: matrix.done].tolist(),
                "memory_bytes": learner.memory_report(), "latents_computed": learner.encoder.computed}
     metrics["replay_bytes"] = metrics["memory_bytes"]["replay_memory"]
+    if hasattr(learner, "extra_metrics"):  # e.g. distilled_replay: FLOPs, growth decisions
+        metrics.update(learner.extra_metrics())
     atomic_write_json(out / "metrics.json", metrics)
     buf = io.StringIO()
     csv.writer(buf).writerows([[f"{v:.6f}" if not np.isnan(v) else "" for v in r] for r in matrix.R[: matrix.done]])
@@ -210,4 +216,5 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
         return json.loads((out / "metrics.json").read_text()) if not metrics else metrics
     return {"strategy": strategy, "bits": bits, **matrix.result(), "seconds": elapsed,
             "accuracy_after_each": matrix.seen_accuracy.tolist(), "memory_bytes": learner.memory_report(),
-            "replay_bytes": learner.replay_nbytes}
+            "replay_bytes": learner.replay_nbytes,
+            **(learner.extra_metrics() if hasattr(learner, "extra_metrics") else {})}

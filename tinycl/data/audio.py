@@ -91,18 +91,21 @@ def log_mel(waves: np.ndarray, cfg: LogMelConfig = LogMelConfig(), chunk: int = 
     return out
 
 
-def read_wav(raw: bytes, where: str, cfg: LogMelConfig = LogMelConfig()) -> np.ndarray:
-    """A mono 16-bit PCM WAV at cfg.sample_rate -> (clip_samples,) float32 in [-1, 1), zero-padded or cut."""
+def read_wav(raw: bytes, where: str, sample_rate: int = 16000, clip_samples: int | None = 16000) -> np.ndarray:
+    """A mono 16-bit PCM WAV at `sample_rate` -> (clip_samples,) float32 in [-1, 1), zero-padded or cut
+    (clip_samples=None: the whole recording)."""
     try:
         with wave.open(io.BytesIO(raw)) as w:
             channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             pcm = w.readframes(n)
     except (wave.Error, EOFError) as err:
         raise DataError(f"{where}: not a readable WAV file ({err})") from err
-    if (channels, width, rate) != (1, 2, cfg.sample_rate):
+    if (channels, width, rate) != (1, 2, sample_rate):
         raise DataError(f"{where}: {channels} channel(s), {8 * width}-bit, {rate} Hz; expected mono 16-bit "
-                        f"PCM at {cfg.sample_rate} Hz")
+                        f"PCM at {sample_rate} Hz")
     x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
-    out = np.zeros(cfg.clip_samples, dtype=np.float32)
-    out[: min(len(x), cfg.clip_samples)] = x[: cfg.clip_samples]
+    if clip_samples is None:
+        return x
+    out = np.zeros(clip_samples, dtype=np.float32)
+    out[: min(len(x), clip_samples)] = x[:clip_samples]
     return out

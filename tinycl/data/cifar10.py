@@ -19,7 +19,7 @@ from PIL import Image
 
 from tinycl.data.cache import cached_arrays
 from tinycl.data.dataset import Dataset
-from tinycl.data.files import iter_tar, require_file, tar_names
+from tinycl.data.files import iter_tar, require_file, scan_tar, tar_names
 from tinycl.errors import DataError
 
 __all__ = ["load_cifar10", "find_cifar10", "count_cifar10", "CLASSES", "LAYOUT"]
@@ -136,18 +136,16 @@ def _decode_image(raw: bytes, where: str) -> np.ndarray:
 
 def _read_folders(kind: str, path: Path, per_class: int | None) -> dict[str, np.ndarray]:
     if kind == "folder-dir":
-        names = sorted(str(p.relative_to(path)).replace("\\", "/") for p in path.glob("*/*/*"))
+        names = sorted(p.relative_to(path).as_posix() for p in path.glob("*/*/*"))
         entries = {n: e for n in names if (e := _folder_entry(n))}
+        chosen = _choose(entries, per_class)
+        images = {n: _decode_image((path / n).read_bytes(), str(path / n)) for n in chosen}
     else:
-        entries = {n: e for n in tar_names(path) if (e := _folder_entry(n))}
-    chosen = _choose(entries, per_class)
-    images: dict[str, np.ndarray] = {}
-    if kind == "folder-dir":
-        for n in chosen:
-            images[n] = _decode_image((path / n).read_bytes(), str(path / n))
-    else:
-        for n, raw in iter_tar(path, chosen.__contains__):
-            images[n] = _decode_image(raw, f"{path}:{n}")
+        # one pass over the archive keeps every image's (compressed, ~1 kB) bytes; then decode the chosen ones
+        names, raw = scan_tar(path, lambda n: _folder_entry(n) is not None)
+        entries = {n: _folder_entry(n) for n in raw}
+        chosen = _choose(entries, per_class)
+        images = {n: _decode_image(raw[n], f"{path}:{n}") for n in chosen}
     out = {}
     for split in ("train", "test"):
         names = sorted(n for n in chosen if entries[n][0] == split)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tinycl.errors import DataError
 
-__all__ = ["require_file", "tar_names", "iter_tar", "ARCHIVE_ERRORS"]
+__all__ = ["require_file", "tar_names", "scan_tar", "iter_tar", "ARCHIVE_ERRORS"]
 
 # What tarfile/gzip raise on a truncated or corrupt archive.
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
@@ -35,11 +35,23 @@ def tar_names(path: Path) -> list[str]:
     """Names of the regular files in a tar(.gz), in archive order, without a leading './'.
 
     Reads the whole stream (a tar has no index), which also detects truncation."""
+    return scan_tar(path)[0]
+
+
+def scan_tar(path: Path, read: Callable[[str], bool] = lambda name: False) -> tuple[list[str], dict[str, bytes]]:
+    """One pass over a tar(.gz): the names of all regular files, and the bytes of those `read` selects
+    (small index files, e.g. a list of test files)."""
+    names, contents = [], {}
     try:
-        with tarfile.open(path, "r:*") as tar:
-            return [_clean(m.name) for m in tar if m.isfile()]
+        with tarfile.open(path, "r|*") as tar:
+            for m in tar:
+                if m.isfile():
+                    names.append(_clean(m.name))
+                    if read(names[-1]):
+                        contents[names[-1]] = tar.extractfile(m).read()
     except ARCHIVE_ERRORS as err:
         raise _bad_archive(path, err) from err
+    return names, contents
 
 
 def iter_tar(path: Path, want: Callable[[str], bool] = lambda name: True) -> Iterator[tuple[str, bytes]]:

@@ -29,6 +29,7 @@ OPS = {
     "add": False,  # elementwise sum of the outputs named in `inputs`
     "softmax": False,
     "reshape": False,  # to `shape`
+    "quantize": False,  # requantize to this layer's output quantization (identity in float)
 }
 ACTIVATIONS = ("none", "relu", "relu6")
 
