@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tinycl.errors import ConfigError
+from tinycl.model.mobilenet import mobilenet_v1
 from tinycl.model.spec import Layer, ModelSpec
 
 __all__ = ["ZOO", "get_model", "digits_cnn", "mlp"]
@@ -30,7 +31,7 @@ def mlp(input_shape=(64,), n_classes: int = 10, hidden: int = 64, depth: int = 2
     return ModelSpec(tuple(input_shape), tuple(layers), name="mlp")
 
 
-ZOO = {"digits_cnn": digits_cnn, "mlp": mlp}
+ZOO = {"digits_cnn": digits_cnn, "mlp": mlp, "mobilenet_v1": mobilenet_v1}
 
 
 def get_model(name: str, input_shape, n_classes: int, **kwargs) -> ModelSpec:

@@ -1,0 +1,260 @@
+"""Device targets for the cost model: clock, throughput, power and memory tiers, each number with its source.
+
+A target is a frozen record; `sources` maps every parameter name to where the number comes from: a datasheet
+or paper (named), the figures collected in docs DESIGN.md, or the word "assumption" with the reasoning.
+The check in `__post_init__` refuses a target with an uncited parameter.
+
+Buffer kinds a tier can hold (`Tier.holds`), in the order the placer fills them (see cost.model.place):
+  activations       one training step's kept activations (the arena), also the frozen stage's int8 scratch
+  adaptive_weights  fp32 weights of the adaptive stage
+  gradients         fp32 weight gradients (accumulated over a mini-batch)
+  momentum          fp32 SGD momentum (absent for plain SGD)
+  latent_cache      int8 latents of the current experience's new samples (computed once, reused every epoch)
+  replay            the replay memory: N packed Q-bit latents + quantizer parameters + labels
+  frozen_weights    the frozen stage: int8 weights, int32 biases, per-channel scales (read-only)
+Units: bytes, Hz, watts, joules, seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from tinycl.errors import ConfigError, ModelError
+
+__all__ = ["Tier", "Target", "TARGETS", "BUFFER_KINDS", "get_target"]
+
+BUFFER_KINDS = ("activations", "adaptive_weights", "gradients", "momentum", "latent_cache", "replay",
+                "frozen_weights")
+KiB, MiB = 1024, 1024 * 1024
+_RAM = ("activations", "adaptive_weights", "gradients", "momentum", "latent_cache", "replay")
+
+
+def _check_sources(obj, names: list[str]) -> None:
+    missing = [n for n in names if not obj.sources.get(n)]
+    if missing:
+        raise ModelError(f"{type(obj).__name__} {obj.name!r}: no source given for {', '.join(missing)}")
+    unknown = sorted(set(obj.sources) - set(names))
+    if unknown:
+        raise ModelError(f"{type(obj).__name__} {obj.name!r}: sources for unknown parameters {', '.join(unknown)}")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One memory of a target. On-chip tiers cost nothing extra to access (their energy is in the target's
+    active power); off-chip tiers add transfer time (bytes / bandwidth), energy per byte moved, and the power
+    to retain their contents while the device sleeps."""
+
+    name: str
+    size: int  # bytes
+    holds: tuple[str, ...]  # buffer kinds that may live here (BUFFER_KINDS)
+    sources: dict[str, str]
+    off_chip: bool = False
+    bandwidth: float = 0.0  # B/s, off-chip only
+    energy_per_byte: float = 0.0  # J per byte moved, off-chip only
+    retention_w: float = 0.0  # W while the SoC sleeps, off-chip only
+
+    def __post_init__(self):
+        bad = [k for k in self.holds if k not in BUFFER_KINDS]
+        if bad:
+            raise ModelError(f"tier {self.name!r} holds unknown buffer kinds {bad}; allowed: {', '.join(BUFFER_KINDS)}")
+        if self.off_chip and self.bandwidth <= 0:
+            raise ModelError(f"off-chip tier {self.name!r} needs a bandwidth > 0")
+        cited = ["size"] + (["bandwidth", "energy_per_byte", "retention_w"] if self.off_chip else [])
+        _check_sources(self, cited)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device. MAC/cycle figures are sustained rates of whole layers on all `cores`, not peak rates.
+
+    fwd_macs_per_cycle: fp32 forward kernels. bwd_macs_per_cycle: fp32 weight- and input-gradient kernels.
+    int8_macs_per_cycle: int8 inference of the frozen stage. active_w: power while computing (cores + on-chip
+    memories). sleep_w: retentive sleep between learning steps (on-chip memories kept). dma_overlap: off-chip
+    transfers run under compute (DMA double buffering) rather than stalling it."""
+
+    name: str
+    title: str
+    clock_hz: float
+    cores: int
+    fwd_macs_per_cycle: float
+    bwd_macs_per_cycle: float
+    int8_macs_per_cycle: float
+    active_w: float
+    sleep_w: float
+    dma_overlap: bool
+    tiers: tuple[Tier, ...]
+    sources: dict[str, str] = field(repr=False)
+
+    def __post_init__(self):
+        names = [f.name for f in fields(self) if f.name not in ("name", "title", "tiers", "sources")]
+        _check_sources(self, names)
+        for key in ("clock_hz", "fwd_macs_per_cycle", "bwd_macs_per_cycle", "int8_macs_per_cycle", "active_w"):
+            if getattr(self, key) <= 0:
+                raise ModelError(f"target {self.name!r}: {key} must be > 0")
+        if len({t.name for t in self.tiers}) != len(self.tiers):
+            raise ModelError(f"target {self.name!r}: tier names must be unique")
+
+    @property
+    def on_chip_bytes(self) -> int:
+        return sum(t.size for t in self.tiers if not t.off_chip)
+
+
+# -- sources quoted more than once -----------------------------------------------------------------------------
+_TRAINLIB_M4 = ("PULP-TrainLib (Nadalini et al., SAMOS 2022) abstract: 4.39 MAC/cycle on 8 cores is 36.6x an "
+                "STM32L4 on the same layer-training workload -> 4.39 / 36.6 = 0.12 MAC/cycle; used for forward "
+                "and backward alike")
+_CMSIS_INT8 = ("assumption: int8 convolutions with 2-way SIMD MACs (SMLAD, CMSIS-NN style) sustain about "
+               "0.5 MAC/cycle on a Cortex-M4 including im2col and requantization")
+_SD = {"size": "assumption: a 1 GiB SD card (SPI/SDIO) as bulk store for the replay memory",
+       "bandwidth": "assumption: 10 MB/s sustained block reads over 4-bit SDIO",
+       "energy_per_byte": "assumption: ~80 mA at 3.3 V while transferring 10 MB/s -> ~25 nJ/B",
+       "retention_w": "assumption: flash is non-volatile; the card is power-gated during sleep (0 W)"}
+
+
+def _sd_card() -> Tier:
+    return Tier("sd_card", 1024 * MiB, ("replay", "latent_cache"), dict(_SD), off_chip=True,
+                bandwidth=10e6, energy_per_byte=25e-9, retention_w=0.0)
+
+
+def _psram(size_mib: int, bus: str) -> Tier:
+    return Tier(f"{bus.lower()}_psram", size_mib * MiB, _RAM, {
+        "size": f"assumption: {size_mib} MiB of PSRAM on the {bus} interface (external, not on the die)",
+        "bandwidth": f"assumption: 50 MB/s sustained memory-mapped reads over {bus}",
+        "energy_per_byte": "assumption: ~25 mA at 1.8-3.3 V for 50 MB/s -> ~0.5 nJ/B",
+        "retention_w": "assumption: PSRAM self-refresh standby ~100 uA at 3.3 V -> 0.3 mW"},
+        off_chip=True, bandwidth=50e6, energy_per_byte=0.5e-9, retention_w=0.3e-3)
+
+
+# -- the targets ------------------------------------------------------------------------------------------------
+VEGA = Target(
+    name="vega", title="VEGA (22 nm PULP SoC: controller core + 9-core FP32 cluster, 8 workers)",
+    clock_hz=450e6, cores=8, fwd_macs_per_cycle=2.21, bwd_macs_per_cycle=1.70, int8_macs_per_cycle=16.0,
+    active_w=49.4e-3, sleep_w=1.7e-6, dma_overlap=True,
+    tiers=(
+        Tier("L1", 128 * KiB, ("activations",), {
+            "size": "assumption: 128 KiB cluster L1 (TCDM); with L2 it makes the 1.6 MB SRAM of DESIGN.md"}),
+        Tier("L2", 1536 * KiB, _RAM, {
+            "size": "assumption: 1.5 MiB L2 = DESIGN.md's 1.6 MB SRAM minus L1"}),
+        Tier("MRAM", 4 * MiB, ("frozen_weights",), {"size": "DESIGN.md: 4 MB MRAM (non-volatile)"}),
+        Tier("hyperram", 64 * MiB, _RAM, {
+            "size": "assumption: 64 MiB HyperRAM, sized after the paper's 'less than 64 MB' learner",
+            "bandwidth": "assumption: 200 MB/s effective over HyperBus (8-bit DDR, ~400 MB/s peak)",
+            "energy_per_byte": "assumption: ~25 mA at 1.8 V for 333 MB/s plus I/O -> ~0.15 nJ/B",
+            "retention_w": "assumption: HyperRAM hybrid sleep, ~0.15 mW for 64 MiB"},
+             off_chip=True, bandwidth=200e6, energy_per_byte=0.15e-9, retention_w=0.15e-3),
+    ),
+    sources={
+        "clock_hz": "inferred: Vega (Rossi et al., JSSC 2022) abstract: 32.2 GOPS peak on 9 cores x 4-way int8 "
+                    "SIMD (8 ops/cycle/core) -> ~447 MHz cluster clock",
+        "cores": "DESIGN.md: 9-core cluster, 8 workers",
+        "fwd_macs_per_cycle": "DESIGN.md: a predecessor reports 2.21 MAC/cycle forward on 8 cores",
+        "bwd_macs_per_cycle": "DESIGN.md: a predecessor reports 1.70 MAC/cycle backward on 8 cores",
+        "int8_macs_per_cycle": "assumption: half of the 8-core int8 SIMD peak (8 x 4 MAC/cycle), PULP-NN class kernels",
+        "active_w": "Vega JSSC 2022 abstract: 49.4 mW at the 32.2 GOPS peak-performance point",
+        "sleep_w": "Vega JSSC 2022 abstract: 1.7 uW fully retentive cognitive sleep mode",
+        "dma_overlap": "DESIGN.md/paper abstract: data tiling over the memory hierarchy; cluster DMA double "
+                       "buffering hides transfers (assumed complete)",
+    },
+)
+
+STM32L4 = Target(
+    name="stm32l4", title="STM32L4R5 (Cortex-M4F, 120 MHz, 640 KB SRAM, 2 MB flash)",
+    clock_hz=120e6, cores=1, fwd_macs_per_cycle=0.12, bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5,
+    active_w=100e-6 * 120 * 3.3, sleep_w=3e-6 * 3.3, dma_overlap=False,
+    tiers=(
+        Tier("SRAM", 640 * KiB, _RAM, {"size": "STM32L4R5ZI summary (ST, quoted in Zephyr nucleo_l4r5zi docs): "
+                                               "640 Kbytes of SRAM"}),
+        Tier("flash", 2 * MiB, ("frozen_weights",), {"size": "STM32L4R5ZI summary: 2-Mbyte flash"}),
+        _psram(32, "OCTOSPI"),
+        _sd_card(),
+    ),
+    sources={
+        "clock_hz": "STM32L4R5ZI summary (ST, quoted in Zephyr nucleo_l4r5zi docs): up to 120 MHz",
+        "cores": "datasheet: one Cortex-M4F",
+        "fwd_macs_per_cycle": _TRAINLIB_M4,
+        "bwd_macs_per_cycle": _TRAINLIB_M4,
+        "int8_macs_per_cycle": _CMSIS_INT8,
+        "active_w": "STM32L4R5ZI summary: 100 uA/MHz run mode, x 120 MHz x 3.3 V (assumed supply)",
+        "sleep_w": "assumption: Stop 2 with full SRAM retention ~3 uA at 3.3 V",
+        "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)",
+    },
+)
+
+STM32L476 = Target(
+    name="stm32l476", title="STM32L476 (Cortex-M4F, 80 MHz, 128 KB SRAM, 1 MB flash)",
+    clock_hz=80e6, cores=1, fwd_macs_per_cycle=0.12, bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5,
+    active_w=100e-6 * 80 * 3.3, sleep_w=1.4e-6 * 3.3, dma_overlap=False,
+    tiers=(
+        Tier("SRAM", 128 * KiB, _RAM, {"size": "STM32L476xx datasheet: 128 KB SRAM (96 KB SRAM1 + 32 KB SRAM2)"}),
+        Tier("flash", 1 * MiB, ("frozen_weights",), {"size": "STM32L476RG: 1 MB flash"}),
+        _psram(32, "QUADSPI"),
+        _sd_card(),
+    ),
+    sources={
+        "clock_hz": "STM32L476RG summary (ST, quoted in Zephyr nucleo_l476rg docs): up to 80 MHz",
+        "cores": "datasheet: one Cortex-M4F",
+        "fwd_macs_per_cycle": _TRAINLIB_M4,
+        "bwd_macs_per_cycle": _TRAINLIB_M4,
+        "int8_macs_per_cycle": _CMSIS_INT8,
+        "active_w": "STM32L476RG summary: 100 uA/MHz run mode, x 80 MHz x 3.3 V (assumed supply)",
+        "sleep_w": "assumption: Stop 2 with SRAM retention ~1.4 uA at 3.3 V",
+        "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)",
+    },
+)
+
+STM32H7 = Target(
+    name="stm32h7", title="STM32H743 (Cortex-M7, 480 MHz, 1 MB SRAM, 2 MB flash)",
+    clock_hz=480e6, cores=1, fwd_macs_per_cycle=0.25, bwd_macs_per_cycle=0.25, int8_macs_per_cycle=1.0,
+    active_w=0.40, sleep_w=1e-3, dma_overlap=False,
+    tiers=(
+        Tier("SRAM", 1024 * KiB, _RAM, {"size": "STM32H743 summary: 1 MB RAM (AXI SRAM + SRAM1-4 + TCMs, "
+                                                "several blocks; treated as one)"}),
+        Tier("flash", 2 * MiB, ("frozen_weights",), {"size": "STM32H743 summary: 2 MB flash"}),
+        Tier("fmc_sdram", 32 * MiB, _RAM, {
+            "size": "assumption: 32 MiB SDRAM on the FMC (as on ST's evaluation boards)",
+            "bandwidth": "assumption: 100 MB/s effective (16-bit SDRAM at 100 MHz, through the M7 cache)",
+            "energy_per_byte": "assumption: ~0.3 nJ/B for SDRAM plus board I/O",
+            "retention_w": "assumption: SDRAM self-refresh ~1 mW for 32 MiB"},
+             off_chip=True, bandwidth=100e6, energy_per_byte=0.3e-9, retention_w=1e-3),
+        _sd_card(),
+    ),
+    sources={
+        "clock_hz": "STM32H743 summary: Cortex-M7 up to 480 MHz",
+        "cores": "datasheet: one Cortex-M7 (double-precision FPU)",
+        "fwd_macs_per_cycle": "assumption: ~2x the Cortex-M4F's 0.12 (dual issue, 64-bit loads, caches)",
+        "bwd_macs_per_cycle": "assumption: as forward",
+        "int8_macs_per_cycle": "assumption: ~1 MAC/cycle for CMSIS-NN int8 kernels on the dual-issue M7",
+        "active_w": "assumption: ~120 mA at 3.3 V at 480 MHz (order of the DS12110 Run-mode tables, not "
+                    "checked against the datasheet here)",
+        "sleep_w": "assumption: Stop mode with SRAM retention ~0.3 mA at 3.3 V",
+        "dma_overlap": "assumption: the core reads external SDRAM through its cache and stalls on misses",
+    },
+)
+
+CORTEX_M4F = Target(
+    name="cortex-m4f", title="generic Cortex-M4F (100 MHz, 256 KB SRAM, 1 MB flash, no external memory)",
+    clock_hz=100e6, cores=1, fwd_macs_per_cycle=0.12, bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5,
+    active_w=100e-6 * 100 * 3.3, sleep_w=5e-6 * 3.3, dma_overlap=False,
+    tiers=(
+        Tier("SRAM", 256 * KiB, _RAM, {"size": "assumption: a mid-range Cortex-M4F part"}),
+        Tier("flash", 1 * MiB, ("frozen_weights",), {"size": "assumption: a mid-range Cortex-M4F part"}),
+    ),
+    sources={
+        "clock_hz": "assumption: a mid-range Cortex-M4F part",
+        "cores": "assumption: one core",
+        "fwd_macs_per_cycle": _TRAINLIB_M4,
+        "bwd_macs_per_cycle": _TRAINLIB_M4,
+        "int8_macs_per_cycle": _CMSIS_INT8,
+        "active_w": "assumption: 100 uA/MHz at 3.3 V, like the STM32L4 parts",
+        "sleep_w": "assumption: ~5 uA retentive stop mode at 3.3 V",
+        "dma_overlap": "assumption: no external memory",
+    },
+)
+
+TARGETS: dict[str, Target] = {t.name: t for t in (VEGA, STM32L4, STM32L476, STM32H7, CORTEX_M4F)}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}; allowed: {', '.join(TARGETS)}")
+    return TARGETS[name]
