@@ -111,3 +111,16 @@ def test_resume_refuses_another_config(tmp_path, setup):
     other = replace(TINY, memory=replace(TINY.memory, bits=8))
     with pytest.raises(ConfigError, match="different config"):
         run_experiment(other, tmp_path, setup=setup, resume=True)
+
+
+def test_device_mode_learns_the_same_as_torch(setup):
+    """Latent replay with every training step on the C runtime ends with the torch learner's weights."""
+    cfg = replace(TINY, train=replace(TINY.train, epochs=1))
+    host = make_learner(cfg, setup, "latent_replay")
+    device = make_learner(replace(cfg, train=replace(cfg.train, device=True)), setup, "latent_replay")
+    for exp in setup.scenario.train[:2]:
+        host.partial_fit(exp)
+        device.partial_fit(exp)
+    for (name, a), (_, b) in zip(host.adaptive.state_dict().items(), device.adaptive.state_dict().items(),
+                                 strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)

@@ -30,6 +30,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     replay_ratio: float | None = None  # share of a mini-batch taken from memory; None: Pellegrini's rule
+    device: bool = False  # run each training step on the C runtime (tinycl.device), exactly as the device would
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2:
@@ -100,8 +101,14 @@ class Learner:
         pass
 
     # -- training -------------------------------------------------------------------------------------------
-    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+    def _optimizer(self, lr: float):
+        """A new optimizer per experience (momentum restarts, as in the latent-replay code): torch's SGD, or in
+        device mode the C runtime's SGD step in its planned arena."""
         cfg = self.train_cfg
+        if cfg.device:
+            from tinycl.device import DeviceTrainer
+
+            return DeviceTrainer(self.adaptive, lr, cfg.momentum, cfg.weight_decay)
         return torch.optim.SGD(self.adaptive.parameters(), lr=lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
 
@@ -120,7 +127,9 @@ class Learner:
                     zb, yb = np.concatenate([zb, zr]), np.concatenate([yb, yr])
                 self._step(opt, zb, yb)
 
-    def _step(self, opt: torch.optim.Optimizer, z: np.ndarray, y: np.ndarray) -> float:
+    def _step(self, opt, z: np.ndarray, y: np.ndarray) -> float:
+        if not isinstance(opt, torch.optim.Optimizer):  # device mode: forward, backward and update in C
+            return opt.step(np.ascontiguousarray(z, np.float32), y)
         opt.zero_grad()
         loss = F.cross_entropy(self.adaptive(torch.as_tensor(z, dtype=torch.float32)), torch.as_tensor(y))
         loss.backward()

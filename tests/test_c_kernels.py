@@ -1,0 +1,328 @@
+"""Every fp32 kernel of the C runtime and every gradient against torch autograd, on the torch module the host
+trains (tinycl.model.build); packing of Q-bit codes exactly against tinycl.quant.packing."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import require_shared_model
+
+from tinycl.device.int8 import DeviceIntegerModel
+from tinycl.device.runtime import conv_shape, load_library
+from tinycl.model.build import build, get_weights
+from tinycl.model.spec import Layer, ModelSpec
+from tinycl.model.tflite import load_tflite
+from tinycl.quant import packing
+from tinycl.quant.fixedpoint import TIES, multiply_by_quantized_multiplier, quantize_multiplier
+from tinycl.quant.intexec import KERNELS, IntegerModel, quantize_input
+from tinycl.quant.ptq import quantize_model
+from tinycl.quant.qparams import dequantize
+
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return load_library()
+
+
+def fp(a: np.ndarray | None):
+    if a is None:
+        return None
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+def u8(a: np.ndarray):
+    assert a.dtype == np.uint8 and a.flags.c_contiguous
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+
+
+def close(got: np.ndarray, want: torch.Tensor | np.ndarray, what: str) -> None:
+    want = want.detach().numpy() if isinstance(want, torch.Tensor) else want
+    scale = float(np.abs(want).max()) or 1.0
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=RTOL, atol=RTOL * scale, err_msg=what)
+
+
+def torch_layer(layer: Layer, in_shape: tuple[int, ...], seed: int):
+    """Forward and autograd backward of one layer on one sample, through the host's SpecModule.
+    Returns (spec, numpy arrays x, dy, w, b, and torch results y, dx, dw, db)."""
+    spec = ModelSpec(in_shape, (layer,))
+    g = torch.Generator().manual_seed(seed)
+    module = build(spec, generator=g)
+    with torch.no_grad():  # random biases too (the module starts them at zero)
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.randn(1, *in_shape, generator=g, requires_grad=True)
+    y = module.run_layer(layer, [x])
+    dy = torch.randn(y.shape, generator=g)
+    y.backward(dy)
+    p = module.params[layer.name] if layer.has_weights else None
+    arrays = {"x": x.detach().numpy()[0].copy(), "dy": dy.numpy()[0].copy(),
+              "w": None if p is None else p.weight.detach().numpy().copy(),
+              "b": None if p is None or p.bias is None else p.bias.detach().numpy().copy()}
+    grads = {"y": y[0], "dx": x.grad[0],
+             "dw": None if p is None else p.weight.grad, "db": None if p is None or p.bias is None else p.bias.grad}
+    return spec, arrays, grads
+
+
+def run_weighted(lib, kind: str, layer: Layer, in_shape: tuple[int, ...], seed: int) -> None:
+    spec, a, ref = torch_layer(layer, in_shape, seed)
+    s = ctypes.byref(conv_shape(spec, layer))
+    rng = np.random.default_rng(seed)
+    nan = np.float32(np.nan)
+    y = np.full(ref["y"].numel(), nan, np.float32)  # forward and input-grad kernels must overwrite
+    dx = np.full(ref["dx"].numel(), nan, np.float32)
+    dw0 = rng.standard_normal(a["w"].shape).astype(np.float32)  # weight-grad kernels accumulate
+    db0 = None if a["b"] is None else rng.standard_normal(a["b"].shape).astype(np.float32)
+    dw, db = dw0.copy(), None if db0 is None else db0.copy()
+    if kind == "linear":
+        n_in, n_out = a["x"].size, a["w"].shape[0]
+        lib.linear_forward(n_in, n_out, fp(a["x"]), fp(a["w"]), fp(a["b"]), fp(y))
+        lib.linear_weight_grad(n_in, n_out, fp(a["x"]), fp(a["dy"]), fp(dw), fp(db))
+        lib.linear_input_grad(n_in, n_out, fp(a["dy"]), fp(a["w"]), fp(dx))
+    else:
+        getattr(lib, f"{kind}_forward")(s, fp(a["x"]), fp(a["w"]), fp(a["b"]), fp(y))
+        getattr(lib, f"{kind}_weight_grad")(s, fp(a["x"]), fp(a["dy"]), fp(dw), fp(db))
+        getattr(lib, f"{kind}_input_grad")(s, fp(a["dy"]), fp(a["w"]), fp(dx))
+    # the runtime fuses the activation after the kernel; these layers have none, so y is the kernel's output
+    close(y, ref["y"], f"{kind} forward")
+    close(dx, ref["dx"], f"{kind} input grad")
+    close(dw - dw0, ref["dw"], f"{kind} weight grad")
+    if db is not None:
+        close(db - db0, ref["db"], f"{kind} bias grad")
+
+
+CONV_CASES = [  # in_shape, out channels, kernel, stride, padding
+    ((3, 7, 7), 5, (3, 3), (1, 1), "same"),
+    ((4, 8, 9), 6, (3, 3), (2, 2), "same"),
+    ((2, 9, 8), 3, (5, 3), (2, 1), (2, 1, 0, 2)),
+    ((3, 6, 6), 4, (2, 2), (2, 2), "valid"),
+    ((2, 5, 5), 3, (1, 1), (2, 2), "valid"),
+    ((2, 7, 6), 3, (3, 3), (3, 2), "same"),
+    ((1, 4, 4), 2, (4, 4), (1, 1), "valid"),
+]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv2d(lib, case, bias):
+    in_shape, cout, k, s, pad = CONV_CASES[case]
+    layer = Layer("conv", "conv2d", channels=cout, kernel=k, stride=s, padding=pad, bias=bias)
+    run_weighted(lib, "conv2d", layer, in_shape, seed=case)
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_depthwise(lib, case):
+    in_shape, _, k, s, pad = CONV_CASES[case]
+    layer = Layer("dw", "depthwise_conv2d", kernel=k, stride=s, padding=pad, bias=case % 2 == 0)
+    run_weighted(lib, "depthwise", layer, in_shape, seed=10 + case)
+
+
+@pytest.mark.parametrize("in_shape,cout", [((5, 3, 7), 6), ((16, 8, 8), 9), ((1, 1, 1), 1), ((7, 4, 4), 13),
+                                           ((32, 2, 2), 8)])
+def test_pointwise(lib, in_shape, cout):
+    layer = Layer("pw", "conv2d", channels=cout, bias=cout % 2 == 1)
+    run_weighted(lib, "pointwise", layer, in_shape, seed=cout)
+
+
+@pytest.mark.parametrize("in_shape,n_out", [((7,), 5), ((64,), 10), ((1,), 1), ((130,), 50), ((4, 3, 3), 6)])
+def test_linear(lib, in_shape, n_out):
+    layer = Layer("fc", "linear", channels=n_out, bias=n_out != 50)
+    run_weighted(lib, "linear", layer, in_shape, seed=n_out)
+
+
+@pytest.mark.parametrize("in_shape,k,s,pad", [((3, 7, 7), (3, 3), (2, 2), "same"), ((2, 8, 8), (2, 2), (2, 2), "valid"),
+                                              ((2, 5, 6), (3, 2), (1, 2), (1, 1, 0, 1)), ((1, 4, 4), (4, 4), (1, 1),
+                                                                                          "valid")])
+def test_avgpool(lib, in_shape, k, s, pad):
+    layer = Layer("pool", "avg_pool2d", kernel=k, stride=s, padding=pad)
+    spec, a, ref = torch_layer(layer, in_shape, seed=3)
+    shape = ctypes.byref(conv_shape(spec, layer))
+    y = np.full(ref["y"].numel(), np.nan, np.float32)
+    dx = np.full(ref["dx"].numel(), np.nan, np.float32)
+    lib.avgpool_forward(shape, fp(a["x"]), fp(y))
+    lib.avgpool_input_grad(shape, fp(a["dy"]), fp(dx))
+    close(y, ref["y"], "avgpool forward")
+    close(dx, ref["dx"], "avgpool input grad")
+
+
+def test_global_avgpool(lib):
+    c, h, w = 6, 5, 3
+    _, a, ref = torch_layer(Layer("gap", "global_avg_pool"), (c, h, w), seed=4)
+    y, dx = np.empty(c, np.float32), np.empty(c * h * w, np.float32)
+    lib.global_avgpool_forward(c, h * w, fp(a["x"]), fp(y))
+    lib.global_avgpool_input_grad(c, h * w, fp(a["dy"]), fp(dx))
+    close(y, ref["y"], "global avgpool forward")
+    close(dx, ref["dx"], "global avgpool input grad")
+
+
+@pytest.mark.parametrize("act,code", [("relu", 1), ("relu6", 2)])
+def test_activations(lib, act, code):
+    x = torch.tensor([-2.0, -0.0, 0.0, 0.5, 3.0, 5.999, 6.0, 6.5, 100.0] * 3, requires_grad=True)
+    y = F.relu(x) if act == "relu" else F.relu6(x)
+    dy = torch.linspace(-1, 1, x.numel())
+    y.backward(dy)
+    xs, n = x.detach().numpy().copy(), x.numel()
+    out, dx = np.empty(n, np.float32), np.empty(n, np.float32)
+    lib.activation_forward(code, n, fp(xs), fp(out))
+    lib.activation_input_grad(code, n, fp(out), fp(dy.numpy()), fp(dx))
+    np.testing.assert_array_equal(out, y.detach().numpy())
+    np.testing.assert_array_equal(dx, x.grad.numpy())
+    lib.activation_forward(code, n, fp(xs), fp(xs))  # in place, as the runtime fuses it
+    np.testing.assert_array_equal(xs, out)
+
+
+@pytest.mark.parametrize("n,label", [(10, 3), (50, 0), (1, 0), (7, 6)])
+def test_softmax_xent(lib, n, label):
+    z = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 5
+    z[label if n > 1 else 0] += 30.0 * (n % 2)  # a large logit: the max shift must keep expf finite
+    zr = z.clone().requires_grad_(True)
+    loss = F.cross_entropy(zr[None], torch.tensor([label]))
+    (loss * 0.25).backward()  # scale 1/4: a sample of a mini-batch of 4
+    dz = np.empty(n, np.float32)
+    got = lib.softmax_xent(n, fp(z.numpy()), label, 0.25, fp(dz))
+    assert got == pytest.approx(loss.item(), rel=RTOL, abs=RTOL)
+    close(dz, zr.grad, "softmax xent grad")
+
+
+@pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 0.0), (0.9, 5e-4), (0.0, 1e-2)])
+def test_sgd_matches_torch(lib, momentum, wd):
+    g = torch.Generator().manual_seed(1)
+    p = torch.nn.Parameter(torch.randn(37, generator=g))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=momentum, weight_decay=wd)
+    w = p.detach().numpy().copy()
+    v = np.zeros_like(w) if momentum else None
+    for _ in range(4):
+        grad = torch.randn(37, generator=g)
+        p.grad = grad.clone()
+        opt.step()
+        lib.sgd_update(w.size, fp(w), fp(grad.numpy()), fp(v), 0.1, momentum, wd)
+        close(w, p.detach(), "sgd weights")
+        if momentum:
+            close(v, opt.state[p]["momentum_buffer"], "sgd momentum buffer")
+
+
+# -- Q-bit replay codes: exact against tinycl.quant.packing --------------------------------------------------
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_pack_unpack_exact(lib, bits):
+    rng = np.random.default_rng(bits)
+    for count in (1, 7, 8, 13, 1000):
+        codes = rng.integers(0, 2**bits, count, dtype=np.uint8)
+        want = packing.pack_codes(codes, bits)
+        assert lib.packed_nbytes(count, bits) == want.size == math.ceil(count * bits / 8)
+        packed = np.full(want.size, 0xA5, np.uint8)  # garbage: packing must write every byte
+        lib.pack_codes(u8(codes), count, bits, u8(packed))
+        np.testing.assert_array_equal(packed, want)
+        back = np.empty(count, np.uint8)
+        lib.unpack_codes(u8(want), count, bits, u8(back))
+        np.testing.assert_array_equal(back, codes)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 5, 7, 8])
+def test_write_read_codes_at_offsets(lib, bits):
+    rng = np.random.default_rng(100 + bits)
+    count = 257
+    ref = packing.pack_codes(rng.integers(0, 2**bits, count, dtype=np.uint8), bits)
+    buf = ref.copy()
+    for start, n in ((0, 5), (3, 11), (250, 7), (101, 1)):
+        codes = rng.integers(0, 2**bits, n, dtype=np.uint8)
+        packing.write_codes(ref, start, codes, bits)
+        lib.write_codes(u8(buf), start, u8(codes), n, bits)
+        np.testing.assert_array_equal(buf, ref)
+        got = np.empty(n, np.uint8)
+        lib.read_codes(u8(buf), start, n, bits, u8(got))
+        np.testing.assert_array_equal(got, packing.read_codes(ref, start, n, bits))
+
+
+@pytest.mark.parametrize("bits,per_channel", [(8, False), (4, True), (3, False), (7, True)])
+def test_dequantize_codes_exact(lib, bits, per_channel):
+    rng = np.random.default_rng(bits)
+    n_chan, chan_size, samples = 4, 6, 3
+    codes = rng.integers(0, 2**bits, (samples, n_chan, chan_size), dtype=np.uint8)
+    packed = packing.pack_codes(codes, bits)
+    c = n_chan if per_channel else 1
+    scale = rng.uniform(0.01, 0.5, c).astype(np.float32)
+    zero = rng.integers(0, 2**bits, c).astype(np.int32)
+    shape = (1, n_chan, 1) if per_channel else ()
+    want = dequantize(codes[1], scale.reshape(shape[1:]) if per_channel else scale[0],
+                      zero.reshape(shape[1:]) if per_channel else zero[0])
+    out = np.empty(n_chan * chan_size, np.float32)
+    lib.dequantize_codes(u8(packed), n_chan * chan_size, n_chan * chan_size, bits, c, chan_size, fp(scale),
+                         zero.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), fp(out))
+    np.testing.assert_array_equal(out, want.ravel())  # sample 1 of 3, read from the middle of the buffer
+
+
+# -- int8 inference kernels: exactly the integer executor (tinycl.quant.intexec) -----------------------------
+@pytest.mark.parametrize("ties", TIES)
+def test_fixed_point_multiply_exact(lib, ties):
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.integers(-(2**31), 2**31, 3000), [0, 1, -1, 2**31 - 1, -(2**31), 12345, -12345],
+                        -rng.integers(1, 2**12, 1000) * 2**19])  # many exact halves for the second rounding
+    real = np.concatenate([rng.uniform(1e-6, 0.999, 2000), rng.uniform(1.0, 300.0, 500),
+                           2.0 ** -rng.integers(0, 30, 1507)])
+    mult, shift = quantize_multiplier(real)
+    mult, shift = np.concatenate([mult, [2**31 - 1, 2**30]]), np.concatenate([shift, [0, -31]])
+    n = x.size
+    want = multiply_by_quantized_multiplier(x, mult[:n], shift[:n], ties)
+    ok = (want >= -(2**31)) & (want < 2**31)  # TFLite requires the result to fit int32
+    code = TIES.index(ties)  # the order of TCL_TIES_AWAY, TCL_TIES_UP
+    got = np.array([lib.multiply_by_quantized_multiplier(int(a), int(m), int(s), code)
+                    for a, m, s in zip(x[ok], mult[:n][ok], shift[:n][ok], strict=True)])
+    np.testing.assert_array_equal(got, want[ok])
+    other = multiply_by_quantized_multiplier(x, mult[:n], shift[:n], TIES[1 - code])
+    assert np.any(other[ok] != want[ok])  # the inputs reach the ties where the two roundings differ
+
+
+def ptq_model(seed: int):
+    """A post-training quantized int8 model (per-channel weights) with every C int8 op."""
+    spec = ModelSpec((3, 11, 10), (
+        Layer("conv", "conv2d", channels=8, kernel=(3, 3), stride=(2, 2), padding="same", activation="relu6"),
+        Layer("dw", "depthwise_conv2d", kernel=(3, 3), padding="same", activation="relu"),
+        Layer("pw", "conv2d", channels=12),
+        Layer("avg", "avg_pool2d", kernel=(2, 2), stride=(1, 1), padding="same"),
+        Layer("relu", "relu"),
+        Layer("max", "max_pool2d", kernel=(3, 3), stride=(2, 2), padding="same"),
+        Layer("dw2", "depthwise_conv2d", kernel=(2, 2), stride=(1, 2), padding=(1, 0, 0, 1), bias=False),
+        Layer("flat", "flatten"),
+        Layer("fc", "linear", channels=10, activation="relu6"),
+        Layer("head", "linear", channels=4),
+    ), name="int8_ops")
+    module = build(spec, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.3)
+    calib = np.random.default_rng(seed).standard_normal((64, *spec.input_shape)).astype(np.float32)
+    return quantize_model(spec, get_weights(module), calib), calib
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_int8_kernels_equal_the_integer_executor(lib, kernels):
+    qmodel, calib = ptq_model(seed=5)
+    codes = quantize_input(calib[:6] * 1.5, qmodel.spec.input_quant)  # beyond the calibration range: clamps
+    want = IntegerModel(qmodel, kernels).run(codes, keep_all=True)
+    got = DeviceIntegerModel(qmodel, kernels, library=lib).run_all(codes)
+    for name in qmodel.spec.names:
+        assert got[name].dtype == want[name].dtype
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert len(np.unique(want["head"])) > 4  # the check compares informative codes, not a constant
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_int8_kernels_run_a_real_uint8_tflite_mobilenet_exactly(lib, kernels):
+    """MobileNet-V1 0.25/128 (uint8 weights and activations with zero points) up to its logits."""
+    qmodel = load_tflite(require_shared_model("mobilenet_v1_0.25_128_quant.tflite"))
+    upto = qmodel.spec.index("SpatialSqueeze1") + 1  # the softmax after it has no C kernel
+    spec = qmodel.spec.with_layers(qmodel.spec.layers[:upto], input_quant=qmodel.spec.input_quant)
+    qmodel = dataclasses.replace(qmodel, spec=spec)
+    codes = np.random.default_rng(0).integers(0, 256, (2, *spec.input_shape), dtype=np.uint8)
+    want = IntegerModel(qmodel, kernels).run(codes, keep_all=True)
+    got = DeviceIntegerModel(qmodel, kernels, library=lib).run_all(codes)
+    for name in spec.names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -1,0 +1,10 @@
+"""The device side from Python: the C runtime (compiled on demand, loaded with ctypes), the static arena plan
+of a training step, and "device mode" training of an adaptive stage. The frozen stage on the C int8 kernels is
+`tinycl.device.int8.DeviceIntegerModel` (not imported here: it depends on the integer executor)."""
+
+from tinycl.device.arena import ArenaPlan, Schedule, plan_arena, training_schedule
+from tinycl.device.runtime import Library, compile_library, load_library
+from tinycl.device.trainer import DeviceTrainer
+
+__all__ = ["ArenaPlan", "DeviceTrainer", "Library", "Schedule", "compile_library", "load_library", "plan_arena",
+           "training_schedule"]

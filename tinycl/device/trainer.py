@@ -1,0 +1,159 @@
+"""Device mode: the adaptive stage's SGD training step run by the C runtime in one statically planned arena.
+
+`DeviceTrainer` is used like `torch.optim.SGD` on a `SpecModule`: `loss = trainer.step(x, y)` runs one
+mini-batch step (softmax cross-entropy, mean over the batch; SGD with momentum and weight decay as torch
+defines them) and leaves the updated weights in the module. Slower than torch, but it is exactly what the
+device computes: per-sample forward/backward in CHW, the gradient summed over the batch, the same kernels, the
+same arena offsets.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import torch
+
+from tinycl.device.arena import ArenaPlan, LayerPlan, plan_arena, training_schedule
+from tinycl.device.runtime import Library, TclLayer, TclNet, conv_shape, load_library
+from tinycl.errors import DataError
+from tinycl.model.build import SpecModule
+
+__all__ = ["DeviceTrainer"]
+
+_OPS = {"conv2d": 1, "depthwise": 2, "pointwise": 3, "linear": 4, "avgpool": 5, "global_avgpool": 6,
+        "activation": 7}
+_ACTS = {"none": 0, "relu": 1, "relu6": 2}
+_F = ctypes.POINTER(ctypes.c_float)
+
+
+class DeviceTrainer:
+    """SGD on the C runtime for the adaptive stage `module` (a SpecModule; its parameters are read before and
+    written back after every step, so the module stays the one copy of the weights the learner sees).
+
+    lr, weight_decay: may be changed between steps. momentum: fixed (0 means no momentum buffers in the arena).
+    alignment: byte alignment of arena offsets. library: a loaded runtime (default: built with -O2).
+    """
+
+    def __init__(self, module: SpecModule, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, *,
+                 alignment: int = 16, library: Library | None = None):
+        self.module = module
+        self.spec = module.spec
+        self.momentum = float(momentum)
+        self.schedule = training_schedule(self.spec, momentum=self.momentum != 0.0)
+        self.plan: ArenaPlan = plan_arena(self.schedule, alignment)
+        self.lib = library or load_library()
+        # NaN everywhere: a kernel that read a float the step never wrote would turn the result into NaN
+        self.arena = np.full(self.plan.size // 4, np.nan, dtype=np.float32)
+        self._layers = (TclLayer * len(self.schedule.layers))(*map(self._record, self.schedule.layers))
+        self._net = TclNet(len(self._layers), self._layers, self.arena.ctypes.data_as(_F),
+                           self._offset(self.schedule.layers[0].tensors["x"]), lr, self.momentum, weight_decay)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.reset_momentum()
+        self.n_classes = int(np.prod(self.spec.output_shape()))
+
+    # -- settings -----------------------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = self._net.lr = float(value)
+
+    @property
+    def weight_decay(self) -> float:
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value: float) -> None:
+        self._weight_decay = self._net.weight_decay = float(value)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arena: parameters, gradients, momentum and one sample's activations and gradients."""
+        return self.plan.size
+
+    # -- arena --------------------------------------------------------------------------------------------
+    def _offset(self, name: str | None) -> int:
+        return -1 if name is None else self.plan.offsets[name] // 4
+
+    def view(self, name: str) -> np.ndarray:
+        """The arena's float32 slice holding tensor `name` (a view, not a copy)."""
+        start = self.plan.offsets[name] // 4
+        return self.arena[start: start + self.schedule.tensors[name].nbytes // 4]
+
+    def _record(self, p: LayerPlan) -> TclLayer:
+        offsets = (self._offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb"))
+        return TclLayer(_OPS[p.kernel], _ACTS[p.act], int(p.backward), int(p.input_grad),
+                        conv_shape(self.spec, p.layer), *offsets)
+
+    def _params(self):
+        for p in self.schedule.layers:
+            holder = self.module.params[p.layer.name] if p.layer.has_weights else None
+            for role, key in (("w", "weight"), ("b", "bias")):
+                if p.tensors[role] is not None:
+                    yield p, role, getattr(holder, key)
+
+    def _load_weights(self) -> None:
+        for p, role, param in self._params():
+            self.view(p.tensors[role])[:] = param.detach().cpu().numpy().ravel()
+
+    def _store_weights(self) -> None:
+        with torch.no_grad():
+            for p, role, param in self._params():
+                param.copy_(torch.from_numpy(self.view(p.tensors[role]).reshape(param.shape)))
+
+    def reset_momentum(self) -> None:
+        """Zero the momentum buffers (torch's state after creating a new optimizer)."""
+        for p in self.schedule.layers:
+            for role in ("vw", "vb"):
+                if p.tensors[role] is not None:
+                    self.view(p.tensors[role])[:] = 0.0
+
+    def momentum_buffers(self) -> dict[str, dict[str, np.ndarray]]:
+        """Copies of the momentum buffers: {layer: {"weight": ..., "bias": ...}} in the parameters' shapes."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for p, role, param in self._params():
+            if p.tensors["v" + role] is not None:
+                key = "weight" if role == "w" else "bias"
+                out.setdefault(p.layer.name, {})[key] = self.view(p.tensors["v" + role]).reshape(param.shape).copy()
+        return out
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def _batch(self, x) -> np.ndarray:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape[1:] != tuple(self.spec.input_shape) or len(x) == 0:
+            shape = ", ".join(map(str, self.spec.input_shape))
+            raise DataError(f"device mode needs a non-empty batch of shape (N, {shape}) for {self.spec.name!r}, "
+                            f"got {x.shape}")
+        return x
+
+    def step(self, x, y) -> float:
+        """One SGD step on the mini-batch x (N, *input_shape) float32 with labels y (N,) int in
+        [0, n_classes); returns the mean softmax cross-entropy loss before the update."""
+        x = self._batch(x)
+        y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        if (y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0
+                or y.max() >= self.n_classes):
+            raise DataError(f"device mode needs {len(x)} integer labels in [0, {self.n_classes}), got {y.dtype} "
+                            f"of shape {y.shape}")
+        labels = np.ascontiguousarray(y, dtype=np.int32)
+        self._load_weights()
+        loss = self.lib.net_train_batch(ctypes.byref(self._net), x.ctypes.data_as(_F),
+                                        labels.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), len(x))
+        self._store_weights()
+        return float(loss)
+
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, n_classes) float32 of x (N, *input_shape), computed by the C forward pass."""
+        x = self._batch(x)
+        self._load_weights()
+        out = np.empty((len(x), self.n_classes), dtype=np.float32)
+        self.lib.net_predict(ctypes.byref(self._net), x.ctypes.data_as(_F), len(x), out.ctypes.data_as(_F))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"DeviceTrainer({self.spec.name!r}, lr={self.lr}, momentum={self.momentum}, "
+                f"weight_decay={self.weight_decay}; {self.plan.report()})")
