@@ -98,7 +98,12 @@ def quantize_model(spec: ModelSpec, weights: dict, calibration: np.ndarray, batc
     for layer in spec.layers:
         source = layer.inputs[0] if layer.inputs else prev
         in_q = quant_of[source]
-        out_q = in_q if layer.op in INHERIT_QUANT else _tensor_quant(lo[layer.name], hi[layer.name])
+        if layer.op in INHERIT_QUANT:
+            out_q = in_q
+        elif layer.op == "softmax":  # TFLite fixes softmax outputs to scale 1/256, zero point -128
+            out_q = TensorQuant((1 / 256,), (-128,), "int8")
+        else:
+            out_q = _tensor_quant(lo[layer.name], hi[layer.name])
         w_q = None
         if layer.name in weights:
             w = weights[layer.name]["weight"]
