@@ -91,6 +91,14 @@ class LatentCache:
         self._stacked: np.ndarray | None = None
         self.computed = 0  # samples run through the stage so far
 
+    def preload(self, ids: np.ndarray, z: np.ndarray) -> None:
+        """Store latents computed elsewhere (e.g. once for a whole study, shared by many learners)."""
+        base = sum(len(s) for s in self._store)
+        self._store.append(np.asarray(z, np.float32))
+        self._stacked = None
+        for k, i in enumerate(np.asarray(ids).tolist()):
+            self._rows[i] = base + k
+
     def __call__(self, x: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         if ids is None:
             return self.stage(x)
@@ -107,3 +115,37 @@ class LatentCache:
         if self._stacked is None:
             self._stacked = np.concatenate(self._store)
         return self._stacked[[self._rows[i] for i in ids.tolist()]]
+
+
+class ImageInput:
+    """Feeds images to a frozen stage whose input is a uint8 image of another size (e.g. a TFLite MobileNet).
+
+    Takes uint8 pixels (N, C, H, W), or floats in [0, 1] (`to_float` of pixels, as a raw replay memory returns
+    them), resizes each image with PIL's default `Image.resize` (as LiteRT's reference labels were made) and
+    passes the uint8 codes on."""
+
+    def __init__(self, stage: FrozenStage, size: tuple[int, int]):
+        self.stage, self.size = stage, tuple(size)
+        self.spec, self.nbytes = stage.spec, stage.nbytes
+
+    @property
+    def output_quant(self):
+        return self.stage.output_quant
+
+    def pixels(self, x: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        x = np.asarray(x)
+        if x.dtype != np.uint8:
+            x = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+        if x.shape[2:] == self.size:
+            return x
+        hwc = x.transpose(0, 2, 3, 1)
+        mode = "L" if hwc.shape[3] == 1 else None
+        resized = [np.asarray(Image.fromarray(im[..., 0] if mode else im, mode).resize(self.size[::-1]))
+                   for im in hwc]
+        out = np.stack(resized)
+        return (out[:, None] if mode else out.transpose(0, 3, 1, 2)).copy()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.stage(self.pixels(x))

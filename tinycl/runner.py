@@ -24,7 +24,7 @@ from tinycl.config import RunConfig, config_to_dict, save_config
 from tinycl.data.dataset import Dataset, to_float
 from tinycl.data.registry import load_dataset
 from tinycl.errors import ConfigError
-from tinycl.frozen import FakeQuantFrozenStage, FloatFrozenStage, FrozenStage, LatentCache
+from tinycl.frozen import FakeQuantFrozenStage, FloatFrozenStage, FrozenStage, ImageInput, LatentCache
 from tinycl.io import atomic_save, atomic_write_bytes, atomic_write_json
 from tinycl.learners.base import Learner
 from tinycl.learners.replay import Joint, LatentReplay, RawReplay
@@ -50,7 +50,8 @@ class Setup:
     split: Split
     frozen: FrozenStage
     cache: LatentCache
-    adaptive_weights: dict  # float weights of the adaptive stage after pre-deployment training
+    adaptive_spec: ModelSpec  # what trains on the device (for imported models: with a new head)
+    adaptive_weights: dict  # its float weights: after pre-deployment training, or dequantized from the file
 
 
 def _scenario(cfg: RunConfig, ds: Dataset, rng: np.random.Generator) -> Scenario:
@@ -89,6 +90,41 @@ def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: 
     return get_weights(model)
 
 
+def _split_layer(spec: ModelSpec, layer: str) -> str:
+    """A layer given by name, or by its index in `tinycl inspect`'s table."""
+    if layer.isdigit() and layer not in spec.names:
+        if int(layer) >= len(spec.layers):
+            raise ConfigError(f"model.split index {layer} is out of range 0..{len(spec.layers) - 1}")
+        return spec.names[int(layer)]
+    return layer
+
+
+def _prepare_tflite(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStage, ModelSpec, dict]:
+    """An int8 .tflite file as the pretrained model: its integer frozen stage, bit-exact with LiteRT, and a float
+    adaptive stage (dequantized layers above the split, a new head for the data set's classes)."""
+    from tinycl.model.adapt import adaptive_stage
+    from tinycl.model.tflite import load_tflite
+    from tinycl.quant.intexec import IntegerFrozenStage
+
+    qmodel = load_tflite(cfg.model.arch)
+    spec = qmodel.spec
+    split = Split.at(spec, _split_layer(spec, cfg.model.split))
+    frozen: FrozenStage = IntegerFrozenStage(qmodel, upto=split.layer)
+    if cfg.model.frozen != "int8":
+        raise ConfigError("model.frozen must be int8 for a .tflite model: its frozen stage runs in integers")
+    if len(ds.sample_shape) == 3:  # images: resized to the model's input size
+        if ds.sample_shape[0] != spec.input_shape[0]:
+            raise ConfigError(f"data set {ds.name!r} has {ds.sample_shape[0]}-channel images; the model takes "
+                              f"{spec.input_shape[0]} channels")
+        frozen = ImageInput(frozen, tuple(spec.input_shape[1:]))
+    elif ds.sample_shape != tuple(spec.input_shape):
+        raise ConfigError(f"data set {ds.name!r} has samples of shape {ds.sample_shape}; the model takes "
+                          f"{tuple(spec.input_shape)}")
+    adaptive_spec, adaptive_w = adaptive_stage(qmodel, split.layer, ds.n_classes,
+                                               torch.Generator().manual_seed(cfg.seed))
+    return spec, split, frozen, adaptive_spec, adaptive_w
+
+
 def prepare(cfg: RunConfig) -> Setup:
     rng = np.random.default_rng(cfg.seed)
     ds = load_dataset(cfg.data.name, cfg.data.root)
@@ -96,8 +132,11 @@ def prepare(cfg: RunConfig) -> Setup:
         ds = ds.subset(cfg.data.n_train, cfg.data.n_test, rng)
     scenario = _scenario(cfg, ds, rng)
     first = scenario.train[0]
+    if cfg.model.arch.endswith(".tflite"):
+        spec, split, frozen, adaptive_spec, adaptive_w = _prepare_tflite(cfg, ds)
+        return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), adaptive_spec, adaptive_w)
     spec = get_model(cfg.model.arch, ds.sample_shape, ds.n_classes)
-    split = Split.at(spec, cfg.model.split)
+    split = Split.at(spec, _split_layer(spec, cfg.model.split))
     weights = pretrain(spec, first.x, first.y, epochs=cfg.model.pretrain_epochs, lr=cfg.model.pretrain_lr,
                        batch_size=cfg.train.batch_size, seed=cfg.seed)
     frozen_w, adaptive_w = split.split_weights(weights)
@@ -106,7 +145,7 @@ def prepare(cfg: RunConfig) -> Setup:
         frozen = FakeQuantFrozenStage(quantize_model(split.frozen_spec, frozen_w, to_float(first.x)))
     else:
         frozen = FloatFrozenStage(split.frozen_spec, frozen_w)
-    return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), adaptive_w)
+    return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), split.adaptive_spec, adaptive_w)
 
 
 def _memory(cfg: RunConfig, shape, bits: int, capacity: int, n_classes: int) -> ReplayMemory:
@@ -119,7 +158,7 @@ def make_learner(cfg: RunConfig, setup: Setup, strategy: str | None = None, bits
     raw_replay gets the byte budget of a latent memory of cfg.memory.capacity latents at cfg.memory.bits."""
     strategy = strategy or cfg.strategy
     bits = cfg.memory.bits if bits is None else bits
-    adaptive = build(setup.split.adaptive_spec, setup.adaptive_weights)
+    adaptive = build(setup.adaptive_spec, setup.adaptive_weights)
     args = (setup.cache, adaptive, cfg.train)
     n_classes = setup.scenario.n_classes
     if strategy == "naive":
