@@ -156,7 +156,21 @@ class Learner:
             "replay_memory": int(self.replay_nbytes),
             # forward activations kept for the backward pass of one mini-batch, fp32, from the layer records
             "peak_activations": int(b * kept * 4),
+            **self._device_arena(),
         }
+
+    def _device_arena(self) -> dict[str, int]:
+        """The C runtime's planned arena for one training step (one sample at a time, gradients accumulated
+        over the mini-batch; weights, gradients and momentum included), where the C runtime supports the
+        adaptive stage's ops."""
+        from tinycl.device.arena import plan_arena, training_schedule
+        from tinycl.errors import ModelError
+
+        try:
+            plan = plan_arena(training_schedule(self.adaptive.spec, momentum=self.train_cfg.momentum > 0))
+        except ModelError:
+            return {}
+        return {"device_arena": int(plan.size)}
 
     def state_dict(self) -> dict:
         return {"adaptive": {k: v.clone() for k, v in self.adaptive.state_dict().items()},
