@@ -42,12 +42,17 @@ class DataConfig:
     run: int = 0  # protocols with fixed runs (core50-nicv2-391): which run
     n_train: int | None = None  # use a class-stratified subset of the training data (None: all)
     n_test: int | None = None  # ... and of the test data
+    options: dict = field(default_factory=dict)  # the loader's own options, e.g. {per_class = 500} (docs/data.md)
 
     def __post_init__(self):
-        from tinycl.data.registry import LOADERS
+        from tinycl.data.registry import LOADERS, loader_options
 
         if self.name not in LOADERS:
             raise ConfigError(f"data.name {self.name!r} is not known; allowed: {', '.join(sorted(LOADERS))}")
+        unknown = sorted(set(self.options) - set(loader_options(self.name)))
+        if unknown:
+            raise ConfigError(f"data.options {', '.join(unknown)} not known to the {self.name} loader; allowed: "
+                              f"{', '.join(loader_options(self.name)) or 'none'}")
         for key in ("first_classes", "classes_per_experience", "first_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
@@ -123,6 +128,10 @@ def _check_type(value, hint, where: str):
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -160,7 +169,7 @@ def config_to_dict(cfg) -> dict:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             out[f.name] = config_to_dict(value)
-        elif value is not None:
+        elif value is not None and value != {}:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tinycl.config import RunConfig, config_to_dict, save_config
 from tinycl.data.dataset import Dataset, to_float
 from tinycl.data.registry import load_dataset
-from tinycl.errors import ConfigError
+from tinycl.errors import ConfigError, TinyclError
 from tinycl.frozen import FakeQuantFrozenStage, FloatFrozenStage, FrozenStage, ImageInput, LatentCache
 from tinycl.io import atomic_save, atomic_write_bytes, atomic_write_json
 from tinycl.learners.base import Learner
@@ -87,7 +87,11 @@ def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: 
             F.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
         sched.step()
-    return get_weights(model)
+    weights = get_weights(model)
+    if not all(np.isfinite(a).all() for arrays in weights.values() for a in arrays.values()):
+        raise TinyclError(f"pre-deployment training diverged (non-finite weights) at model.pretrain_lr={lr}; "
+                          f"lower model.pretrain_lr")
+    return weights
 
 
 def _split_layer(spec: ModelSpec, layer: str) -> str:
@@ -127,7 +131,7 @@ def _prepare_tflite(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, Froz
 
 def prepare(cfg: RunConfig) -> Setup:
     rng = np.random.default_rng(cfg.seed)
-    ds = load_dataset(cfg.data.name, cfg.data.root)
+    ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
     if cfg.data.n_train or cfg.data.n_test:
         ds = ds.subset(cfg.data.n_train, cfg.data.n_test, rng)
     scenario = _scenario(cfg, ds, rng)

@@ -1,4 +1,4 @@
-"""Audio front end: 16 kHz clips -> log-mel spectrogram frames, in NumPy.
+"""Audio front end: 16 kHz clips -> log-mel spectrogram frames (NumPy, with torch's FFT).
 
 The framing follows TFLite Micro's micro_speech: 30 ms windows (480 samples) every 20 ms (320 samples), 40
 mel channels between 125 Hz and 7.5 kHz, so a 1 s clip gives 1 + (16000 - 480) // 320 = 49 frames. The
@@ -72,13 +72,14 @@ def mel_filterbank(cfg: LogMelConfig) -> np.ndarray:
 
 def power_frames(waves: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
     """waves (N, clip_samples) float32 in [-1, 1] -> power spectra (N, n_frames, n_fft // 2 + 1) float32,
-    periodic Hann window, frames starting at 0, hop, 2 hop, ... (no centre padding)."""
-    win, hop = cfg.window_samples, cfg.hop_samples
-    starts = np.arange(cfg.n_frames) * hop
-    frames = waves[:, starts[:, None] + np.arange(win)[None]]  # (N, frames, win)
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
-    spec = np.fft.rfft(frames * window, n=cfg.n_fft, axis=-1)
-    return (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    periodic Hann window, frames starting at 0, hop, 2 hop, ... (no centre padding). torch's float32 FFT: about
+    10x faster here than NumPy's float64 one."""
+    import torch  # here, not at the top: listing data sets should not pay for importing torch
+
+    x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32))
+    frames = x.unfold(-1, cfg.window_samples, cfg.hop_samples)[:, : cfg.n_frames]  # (N, frames, win) view
+    spec = torch.fft.rfft(frames * torch.hann_window(cfg.window_samples, periodic=True), n=cfg.n_fft)
+    return (spec.real ** 2 + spec.imag ** 2).numpy()
 
 
 def log_mel(waves: np.ndarray, cfg: LogMelConfig = LogMelConfig(), chunk: int = 512) -> np.ndarray:

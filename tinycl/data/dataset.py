@@ -62,8 +62,10 @@ class Dataset:
             return np.sort(idx)
         tr, te = pick(self.y_train, n_train), pick(self.y_test, n_test)
         meta = dict(self.meta)
-        for key, idx in (("train_groups", tr), ("test_groups", te)):
-            if key in meta:
-                meta[key] = np.asarray(meta[key])[idx]
+        # per-sample arrays in meta (train_groups, test_files, ...) follow their split
+        for prefix, idx, n in (("train_", tr, len(self.y_train)), ("test_", te, len(self.y_test))):
+            for key, value in self.meta.items():
+                if key.startswith(prefix) and isinstance(value, np.ndarray | list) and len(value) == n:
+                    meta[key] = np.asarray(value)[idx]
         return Dataset(self.name, self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
                        self.classes, meta)

@@ -1,0 +1,65 @@
+"""Shared test helpers: where the real data and models are, and fixtures that skip cleanly without them.
+
+The real data and models live outside the repository: $TINYCL_DATA / $TINYCL_MODELS if set, else
+<repo>/../shared/{data,models}. Tests never write to the user's cache: TINYCL_CACHE points at a temporary
+directory for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """$TINYCL_DATA, else <repo>/../shared/data (may not exist)."""
+    return Path(os.environ.get("TINYCL_DATA") or REPO.parent / "shared" / "data")
+
+
+def shared_models_dir() -> Path:
+    """$TINYCL_MODELS, else <repo>/../shared/models (may not exist)."""
+    return Path(os.environ.get("TINYCL_MODELS") or REPO.parent / "shared" / "models")
+
+
+def require_shared_data(*rel: str) -> Path:
+    """The shared data root, or pytest.skip naming the first missing path (rel: paths inside the data root)."""
+    root = shared_data_dir()
+    for r in rel or ("",):
+        if not (root / r).exists():
+            pytest.skip(f"real data not found at {root / r} (set TINYCL_DATA to the shared data root)")
+    return root
+
+
+def require_shared_model(name: str) -> Path:
+    """Path of a model file in the shared models dir, or pytest.skip naming where it was looked for."""
+    path = shared_models_dir() / name
+    if not path.exists():
+        pytest.skip(f"model not found at {path} (set TINYCL_MODELS to the shared models dir)")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Decoded-data caches go to a session temp dir, shared by the tests of one session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYCL_CACHE", str(tmp_path_factory.mktemp("tinycl-cache")))
+        yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared data root; skips if it is absent."""
+    return require_shared_data()
+
+
+@pytest.fixture
+def shared_models() -> Path:
+    """The shared models dir; skips if it is absent."""
+    path = shared_models_dir()
+    if not path.is_dir():
+        pytest.skip(f"models not found at {path} (set TINYCL_MODELS to the shared models dir)")
+    return path
