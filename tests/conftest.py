@@ -63,3 +63,14 @@ def shared_models() -> Path:
     if not path.is_dir():
         pytest.skip(f"models not found at {path} (set TINYCL_MODELS to the shared models dir)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Test tensors are tiny: a second intra-op thread only spins on a loaded 2-core machine (10x slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,8 +23,8 @@ from tinycl.learners.base import TrainConfig
 from tinycl.memory import BITS
 from tinycl.quant.qparams import RANGE_METHODS
 
-__all__ = ["RunConfig", "DataConfig", "ModelConfig", "MemoryConfig", "TrainConfig", "load_config",
-           "save_config", "config_to_dict", "config_from_dict", "apply_overrides"]
+__all__ = ["RunConfig", "DataConfig", "ModelConfig", "MemoryConfig", "TrainConfig", "DistillConfig", "GrowthConfig",
+           "load_config", "save_config", "config_to_dict", "config_from_dict", "apply_overrides"]
 
 STRATEGIES = ("naive", "joint", "latent_replay", "raw_replay", "distilled_replay")
 

@@ -23,6 +23,7 @@ def plot_accuracy(curves: dict[str, np.ndarray], path: Path, title: str = "") ->
         acc = np.asarray(acc, dtype=float)
         ax.plot(np.arange(len(acc)), 100 * acc, marker="o", label=label)
     ax.set_xlabel("experience")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("accuracy on classes seen (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)

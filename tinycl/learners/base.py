@@ -112,9 +112,13 @@ class Learner:
         return torch.optim.SGD(self.adaptive.parameters(), lr=lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
 
+    def _mix(self, y_new: np.ndarray) -> tuple[int, int]:
+        """(new, replayed) samples per mini-batch."""
+        return self.train_cfg.mix(len(y_new), self._replay_size())
+
     def _train(self, z_new: np.ndarray, y_new: np.ndarray, lr: float) -> None:
         cfg = self.train_cfg
-        cur, rep = cfg.mix(len(y_new), self._replay_size())
+        cur, rep = self._mix(y_new)
         opt = self._optimizer(lr)
         self.adaptive.train()
         for _ in range(cfg.epochs):

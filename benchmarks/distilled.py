@@ -1,0 +1,300 @@
+"""Distilled replay and model size adaption (Rüb et al. 2024) against the baselines, on four class-incremental
+benchmarks, several seeds. Writes docs/results/distilled.json (every run), distilled.md's table (stdout and
+--table) and one accuracy plot per benchmark.
+
+    .venv/bin/python benchmarks/distilled.py [--benchmarks split-mnist,split-cifar10,har-ci,kws-ci] [--seeds 0,1,2]
+        [--data-root ../shared/data] [--out docs/results]
+    .venv/bin/python benchmarks/distilled.py --report          # tables and plots from docs/results/distilled.json
+    .venv/bin/python benchmarks/distilled.py --sweep har-ci    # accuracy against distillation steps
+
+Rows (one frozen int8 stage per seed, shared by every row; the adaptive stage starts from the same weights):
+  naive                    fine-tuning on the new data only (lower bound)
+  random replay            latent replay, class-balanced random samples, 8-bit, as many bytes as distilled replay's
+                           (LatentReplay: Pellegrini et al.'s mini-batch mix, few replayed samples per batch)
+  random replay, balanced  distilled replay's learner with 0 distillation steps: the kept samples are random real
+                           ones, same count, same bytes, same class-balanced mix (isolates distillation)
+  distilled                distilled replay (1% of each class's samples, distilled in latent space, 8-bit)
+  distilled + growth       the same, widening the adaptive stage (Net2WiderNet) while held accuracy < target
+  fixed large + distilled  the adaptive stage widened to the growth cap (max_factor) before the first experience
+  joint                    every latent kept, trained on all of them (upper bound)
+Training FLOPs count forward + backward of the adaptive stage for every sample pass (tinycl.flops); the
+distillation's FLOPs are reported beside them, not inside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
+from tinycl.distill import DistillConfig
+from tinycl.flops import inference_flops, training_flops
+from tinycl.growth import GrowthConfig
+from tinycl.io import atomic_write_json
+from tinycl.memory import ReplayMemory
+from tinycl.metrics import AccuracyMatrix
+from tinycl.plots import plot_accuracy
+from tinycl.runner import evaluate, make_learner, prepare
+
+# Subsets keep a run inside the 2-core budget; "1%" is 1% of the training data each run uses.
+TRAIN = TrainConfig(epochs=4, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4)
+DISTILL = DistillConfig(space="latent", fraction=0.01, iterations=200, real_batch=128, embedder="model")
+GROWTH = GrowthConfig(policy="accuracy", target=0.95, factor=1.5, max_factor=2.0)
+MODEL = ModelConfig(arch="digits_cnn", split="conv3", frozen="int8", pretrain_epochs=10, pretrain_lr=0.05)
+
+
+def _base(name: str, protocol: str, n_train: int | None, n_test: int | None, train: TrainConfig = TRAIN,
+          **model) -> RunConfig:
+    return RunConfig(strategy="distilled_replay",
+                     data=DataConfig(name=name, protocol=protocol, n_train=n_train, n_test=n_test),
+                     model=dataclasses.replace(MODEL, **model), memory=MemoryConfig(bits=8, policy="class_balanced"),
+                     train=train, distill=DISTILL, growth=GROWTH)
+
+
+BENCHMARKS = {
+    "split-mnist": _base("mnist", "split-mnist", 10000, 2000),
+    "split-cifar10": _base("cifar10", "split-cifar10", 10000, 2000),
+    "har-ci": _base("har", "har-ci", None, None),
+    # log-mel inputs span about -14..10 (not normalised): lr 0.05 makes pre-training diverge
+    "kws-ci": _base("speech_commands", "kws-ci", None, None, pretrain_lr=0.01,
+                    train=dataclasses.replace(TRAIN, batch_size=32, lr=0.03)),
+}
+ROWS = ("naive", "random replay", "random replay, balanced", "distilled", "distilled + growth",
+        "fixed large + distilled", "joint")
+
+
+def _row_config(cfg: RunConfig, row: str) -> tuple[RunConfig, str]:
+    if row == "distilled":
+        return dataclasses.replace(cfg, growth=GrowthConfig()), "distilled_replay"
+    if row == "random replay, balanced":  # distilled replay's learner, its sets left at their random init
+        return dataclasses.replace(cfg, growth=GrowthConfig(),
+                                   distill=dataclasses.replace(cfg.distill, iterations=0)), "distilled_replay"
+    if row == "distilled + growth":
+        return cfg, "distilled_replay"
+    if row == "fixed large + distilled":
+        return dataclasses.replace(cfg, growth=GrowthConfig(start_factor=cfg.growth.max_factor)), "distilled_replay"
+    return cfg, {"naive": "naive", "joint": "joint", "random replay": "latent_replay"}[row]
+
+
+def _capacity(cfg: RunConfig, shape, budget: int, n_classes: int) -> int:
+    """The most latents a class-balanced 8-bit memory holds in `budget` bytes (its own bytes counted)."""
+    per = ReplayMemory(1, shape, cfg.memory.bits, n_classes=n_classes).nbytes
+    capacity = max(1, budget // per)
+    while ReplayMemory(capacity + 1, shape, cfg.memory.bits, n_classes=n_classes).nbytes <= budget:
+        capacity += 1
+    while capacity > 1 and ReplayMemory(capacity, shape, cfg.memory.bits, n_classes=n_classes).nbytes > budget:
+        capacity -= 1
+    return capacity
+
+
+def run_row(cfg: RunConfig, setup, row: str, replay_budget: int | None) -> dict:
+    rcfg, strategy = _row_config(cfg, row)
+    if row == "random replay":
+        capacity = _capacity(rcfg, setup.split.latent_shape, replay_budget, setup.scenario.n_classes)
+        rcfg = dataclasses.replace(rcfg, memory=dataclasses.replace(rcfg.memory, capacity=capacity))
+    learner = make_learner(rcfg, setup, strategy)
+    passes = [0]
+    if not hasattr(learner, "flops_"):  # baselines: count the sample passes their training loop makes
+        step = learner._step
+
+        def counted(opt, z, y):
+            passes[0] += len(y)
+            return step(opt, z, y)
+
+        learner._step = counted
+    matrix = AccuracyMatrix(len(setup.scenario))
+    t0 = time.perf_counter()
+    for i, exp in enumerate(setup.scenario.train):
+        learner.partial_fit(exp)
+        matrix.update(i, *evaluate(learner, setup.scenario, i))
+    seconds = time.perf_counter() - t0
+    out = {"row": row, **matrix.result(), "accuracy_after_each": matrix.seen_accuracy.tolist(),
+           "replay_bytes": learner.replay_nbytes, "seconds": seconds,
+           "inference_flops": inference_flops(learner.adaptive.spec), "params": learner.adaptive.spec.num_params()}
+    if hasattr(learner, "flops_"):
+        extra = learner.extra_metrics()
+        f = extra["flops"]
+        out.update(train_flops=f["train_flops"], distill_flops=f["distill_flops"], growth=extra["growth"],
+                   synthetic=sum(extra["synthetic_per_class"].values()),
+                   train_flops_per_experience=[e["train_flops"] for e in f["per_experience"]])
+    else:
+        out["train_flops"] = passes[0] * training_flops(learner.adaptive.spec)
+        if row == "random replay":
+            out["capacity"] = learner.memory.capacity
+    return out
+
+
+def run_benchmark(name: str, seeds: list[int], data_root: str | None, log=print) -> list[dict]:
+    runs = []
+    for seed in seeds:
+        cfg = dataclasses.replace(BENCHMARKS[name], seed=seed)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))
+        t0 = time.perf_counter()
+        setup = prepare(cfg)
+        n_train = sum(len(e) for e in setup.scenario.train)
+        log(f"{name} seed {seed}: prepared in {time.perf_counter() - t0:.0f} s ({n_train} training samples)")
+        budget = None
+        order = ["distilled"] + [r for r in ROWS if r != "distilled"]  # distilled first: it sets the byte budget
+        results = {}
+        for row in order:
+            r = run_row(cfg, setup, row, budget)
+            if row == "distilled":
+                budget = r["replay_bytes"]
+            r.update(benchmark=name, seed=seed, n_train=n_train)
+            results[row] = r
+            log(f"  {row:<24} acc {100 * r['final_accuracy']:5.1f}%  forgetting {100 * r['forgetting']:5.1f}%  "
+                f"replay {r['replay_bytes']:>8,} B  train {r['train_flops'] / 1e9:8.2f} GFLOP  {r['seconds']:.0f} s")
+        runs += [results[row] for row in ROWS]
+    return runs
+
+
+# -- reporting -------------------------------------------------------------------------------------------------
+def _ms(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1) if len(v) > 1 else 0:.1f}"
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| benchmark | row | final acc. (%) | forgetting (%) | replay bytes | train GFLOP | "
+             "distill GFLOP | inference kFLOP | params |", "|" + "---|" * 9]
+    for name in dict.fromkeys(r["benchmark"] for r in runs):
+        for row in ROWS:
+            rs = [r for r in runs if r["benchmark"] == name and r["row"] == row]
+            if not rs:
+                continue
+            def mean(key, rs=rs):
+                return np.mean([r.get(key, 0) for r in rs])
+
+            lines.append(
+                f"| {name} | {row} | {_ms([r['final_accuracy'] for r in rs])} | {_ms([r['forgetting'] for r in rs])} "
+                f"| {mean('replay_bytes'):,.0f} | {mean('train_flops') / 1e9:.2f} | {mean('distill_flops') / 1e9:.2f} "
+                f"| {mean('inference_flops') / 1e3:,.0f} | {mean('params'):,.0f} |")
+    return "\n".join(lines)
+
+
+def claims(runs: list[dict]) -> str:
+    """The paper's three figures, per benchmark: growth's training FLOPs over the fixed large model's, the accuracy
+    it gives up, and the distilled set's share of the training data."""
+    lines = ["| benchmark | growth / fixed large, train FLOPs | accuracy: growth - fixed large (points) | "
+             "distilled - random replay (points) | distilled - random replay, balanced (points) | "
+             "distilled samples / training samples |", "|" + "---|" * 6]
+    for name in dict.fromkeys(r["benchmark"] for r in runs):
+        def get(row, key, name=name):
+            return np.array([r[key] for r in sorted((r for r in runs if r["benchmark"] == name and r["row"] == row),
+                                                    key=lambda r: r["seed"])], dtype=float)
+        ratio = get("distilled + growth", "train_flops") / get("fixed large + distilled", "train_flops")
+        gap = 100 * (get("distilled + growth", "final_accuracy") - get("fixed large + distilled", "final_accuracy"))
+        vs = 100 * (get("distilled", "final_accuracy") - get("random replay", "final_accuracy"))
+        vs_bal = 100 * (get("distilled", "final_accuracy") - get("random replay, balanced", "final_accuracy"))
+        share = get("distilled", "synthetic") / get("distilled", "n_train")
+        lines.append(f"| {name} | {100 * ratio.mean():.0f}% (range {100 * ratio.min():.0f}-{100 * ratio.max():.0f}%) "
+                     f"| {gap.mean():+.1f} ± {gap.std(ddof=1) if len(gap) > 1 else 0:.1f} "
+                     f"| {vs.mean():+.1f} ± {vs.std(ddof=1) if len(vs) > 1 else 0:.1f} "
+                     f"(wins {int((vs > 0).sum())}/{len(vs)}) "
+                     f"| {vs_bal.mean():+.1f} ± {vs_bal.std(ddof=1) if len(vs_bal) > 1 else 0:.1f} "
+                     f"(wins {int((vs_bal > 0).sum())}/{len(vs_bal)}) | {100 * share.mean():.2f}% |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], out: Path) -> None:
+    names = list(dict.fromkeys(r["benchmark"] for r in runs))
+    for name in names:
+        curves = {row: np.mean([r["accuracy_after_each"] for r in runs if r["benchmark"] == name and r["row"] == row],
+                               axis=0) for row in ROWS}
+        plot_accuracy(curves, out / f"distilled_{name}.png", title=f"{name}: accuracy on classes seen (mean of seeds)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for row in ROWS:
+            rs = [r for r in runs if r["benchmark"] == name and r["row"] == row]
+            x = [r["train_flops"] / 1e9 for r in rs]
+            y = [100 * r["final_accuracy"] for r in rs]
+            ax.scatter(x, y, s=14, label=row)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("training GFLOP (adaptive stage)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("final accuracy (%)")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "distilled_flops.png", dpi=110)
+    plt.close(fig)
+
+
+def iterations_sweep(name: str, seeds: list[int], data_root: str | None, iterations=(0, 50, 200, 1000),
+                     log=print) -> list[dict]:
+    """Distilled replay's final accuracy against the number of distillation steps (0 = random real samples)."""
+    out = []
+    for seed in seeds:
+        cfg = dataclasses.replace(BENCHMARKS[name], seed=seed, growth=GrowthConfig())
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))
+        setup = prepare(cfg)
+        for it in iterations:
+            c = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, iterations=it))
+            r = run_row(c, setup, "distilled", None)
+            out.append({"benchmark": name, "seed": seed, "iterations": it, "final_accuracy": r["final_accuracy"],
+                        "distill_flops": r["distill_flops"], "train_flops": r["train_flops"]})
+            log(f"{name} seed {seed} iterations {it:>5}: acc {100 * r['final_accuracy']:.1f}%")
+    return out
+
+
+def sweep_table(rows: list[dict]) -> str:
+    lines = ["| benchmark | distillation steps | final acc. (%) | distill GFLOP | train GFLOP |", "|" + "---|" * 5]
+    for name in dict.fromkeys(r["benchmark"] for r in rows):
+        for it in dict.fromkeys(r["iterations"] for r in rows if r["benchmark"] == name):
+            rs = [r for r in rows if r["benchmark"] == name and r["iterations"] == it]
+            lines.append(f"| {name} | {it} | {_ms([r['final_accuracy'] for r in rs])} "
+                         f"| {np.mean([r['distill_flops'] for r in rs]) / 1e9:.1f} "
+                         f"| {np.mean([r['train_flops'] for r in rs]) / 1e9:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--report", action="store_true", help="only rewrite the plots and tables from the saved runs")
+    p.add_argument("--sweep", default=None, metavar="BENCHMARK",
+                   help="instead: distilled replay's accuracy against distillation steps on one benchmark")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.sweep:
+        rows = iterations_sweep(args.sweep, seeds, args.data_root, log=lambda s: print(s, flush=True))
+        atomic_write_json(args.out / f"distilled_sweep_{args.sweep}.json",
+                          {"command": "python " + " ".join(sys.argv), "rows": rows})
+        print(sweep_table(rows))
+        return 0
+    path = args.out / "distilled.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    for name in [] if args.report else args.benchmarks.split(","):
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+        new = run_benchmark(name, seeds, args.data_root, log=lambda s: print(s, flush=True))
+        runs = [r for r in runs if not (r["benchmark"] == name and r["seed"] in seeds)] + new
+        atomic_write_json(path, {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
+                                 "command": "python " + " ".join(sys.argv), "runs": runs})
+    plot(runs, args.out)
+    print(table(runs))
+    print()
+    print(claims(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Floating-point operations of inference, training and distillation, counted from a ModelSpec.
+
+Conventions (those of the training-kernel literature, e.g. PULP-TrainLib's three kernels per layer):
+- forward of a conv2d / depthwise_conv2d / linear layer = 2 x its MACs (one multiply + one add each);
+- backward = weight gradient (2 x MACs: the same products, reduced over the output positions) + input gradient
+  (2 x MACs: the transposed op). The first trainable layer needs no input gradient (nothing below it trains).
+- Bias additions, activations, pooling and the loss are not counted: they are element-wise, under 1% here.
+Counts are per sample; a log multiplies them by the samples the learner actually processed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinycl.model.spec import ModelSpec
+
+__all__ = ["LayerFlops", "layer_flops", "inference_flops", "training_flops", "input_grad_flops",
+           "distill_flops", "FlopsLog"]
+
+
+@dataclass(frozen=True)
+class LayerFlops:
+    """FLOPs of one layer for one sample."""
+
+    name: str
+    forward: int
+    weight_grad: int
+    input_grad: int
+
+
+def layer_flops(spec: ModelSpec) -> list[LayerFlops]:
+    """Per weighted layer: forward, weight-gradient and input-gradient FLOPs for one sample, each 2 x MACs.
+    The input gradient of the first weighted layer is 0 (as training never needs it)."""
+    out, first = [], True
+    for layer in spec.layers:
+        if not layer.has_weights:
+            continue
+        f = 2 * spec.macs(layer)
+        out.append(LayerFlops(layer.name, f, f, 0 if first else f))
+        first = False
+    return out
+
+
+def inference_flops(spec: ModelSpec) -> int:
+    """FLOPs of one forward pass for one sample."""
+    return 2 * spec.macs()
+
+
+def training_flops(spec: ModelSpec) -> int:
+    """FLOPs of one training step's forward + backward for one sample (spec = the trained part)."""
+    return sum(lf.forward + lf.weight_grad + lf.input_grad for lf in layer_flops(spec))
+
+
+def input_grad_flops(spec: ModelSpec) -> int:
+    """FLOPs of back-propagating to the input through every weighted layer (no weight gradients), one sample:
+    what distillation needs to move a synthetic sample."""
+    return 2 * spec.macs()
+
+
+def distill_flops(embed: ModelSpec, n_real: int, n_syn: int, iterations: int) -> int:
+    """Distribution matching of one class: per iteration the real batch and the synthetic set run forward
+    through a random embedding net, and the synthetic set's gradient runs back to its inputs."""
+    per_iter = n_real * inference_flops(embed) + n_syn * (inference_flops(embed) + input_grad_flops(embed))
+    return int(iterations * per_iter)
+
+
+@dataclass
+class FlopsLog:
+    """FLOPs a learner spent, per experience. `add` records the spec used and the samples processed; the
+    total for a fixed model of another size (e.g. the final one) re-prices the same sample counts."""
+
+    entries: list[dict] = field(default_factory=list)
+
+    def add(self, experience: int, spec: ModelSpec, *, train_samples: int, frozen_flops: int = 0,
+            distill: int = 0) -> dict:
+        """train_samples: sample passes (forward + backward) through `spec`, the trained part.
+        frozen_flops: forward FLOPs spent in the frozen stage. distill: distillation FLOPs."""
+        entry = {"experience": experience, "train_samples": int(train_samples),
+                 "train_flops": int(train_samples) * training_flops(spec), "frozen_flops": int(frozen_flops),
+                 "distill_flops": int(distill), "inference_flops": inference_flops(spec),
+                 "params": spec.num_params()}
+        entry["total_flops"] = entry["train_flops"] + entry["frozen_flops"] + entry["distill_flops"]
+        self.entries.append(entry)
+        return entry
+
+    def summary(self, fixed: ModelSpec | None = None) -> dict:
+        """Totals; with `fixed`, also the training FLOPs a model of that spec would have spent on the same
+        sample passes (frozen and distillation FLOPs unchanged: they do not depend on the trained part)."""
+        out = {"per_experience": [dict(e) for e in self.entries]}
+        for key in ("train_flops", "frozen_flops", "distill_flops", "total_flops"):
+            out[key] = int(sum(e[key] for e in self.entries))
+        out["final_inference_flops"] = self.entries[-1]["inference_flops"] if self.entries else 0
+        if fixed is not None:
+            train = sum(e["train_samples"] for e in self.entries) * training_flops(fixed)
+            out["fixed_model"] = {"train_flops": int(train), "inference_flops": inference_flops(fixed),
+                                  "total_flops": int(train + out["frozen_flops"] + out["distill_flops"]),
+                                  "params": fixed.num_params()}
+            out["train_flops_ratio_to_fixed"] = out["train_flops"] / train if train else float("nan")
+        return out

@@ -1,0 +1,258 @@
+"""Distilled replay with model size adaption (Rüb et al. 2024, as far as it is known; see docs/DESIGN.md).
+
+Per experience: train the adaptive stage on the new real data plus every distilled set so far, the mini-batches
+balanced by class so a few synthetic samples per old class are not swamped by the new data; let the growth policy
+widen the adaptive stage (function preserving); distil the new classes (Distribution Matching, tinycl.distill) into
+a Q-bit replay memory; drop the raw data. Distillation runs on latents (after the frozen stage) or on raw inputs.
+FLOPs of training, of the frozen stage and of distillation are logged per experience (tinycl.flops).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from tinycl.data.dataset import to_float
+from tinycl.distill import DistillConfig, distill, embedder_spec
+from tinycl.errors import ConfigError
+from tinycl.flops import FlopsLog, distill_flops, inference_flops
+from tinycl.frozen import LatentCache
+from tinycl.growth import GrowthConfig, GrowthPolicy, GrowthState, make_policy
+from tinycl.learners.base import Learner, TrainConfig
+from tinycl.memory import ReplayMemory
+from tinycl.model.build import SpecModule, build, get_weights
+from tinycl.model.grow import add_outputs, growable_layers, widen_all
+from tinycl.model.spec import ModelSpec
+from tinycl.scenarios import Experience
+
+__all__ = ["DistilledReplay", "make_distilled"]
+
+MemoryFactory = Callable[[int, tuple[int, ...]], ReplayMemory]  # (capacity, sample shape) -> an empty memory
+
+
+class DistilledReplay(Learner):
+    """encoder, adaptive, train: as every Learner. distill: how to distil. new_memory: makes the Q-bit memory
+    that stores one experience's distilled set. growth / policy: when to widen (policy defaults to the one
+    growth.policy names). model_spec: the whole network (frozen + adaptive), the embedder of input-space
+    distillation with distill.embedder "model"."""
+
+    name = "distilled_replay"
+
+    def __init__(self, encoder: LatentCache, adaptive: SpecModule, train: TrainConfig, *, distill: DistillConfig,
+                 new_memory: MemoryFactory, growth: GrowthConfig | None = None, policy: GrowthPolicy | None = None,
+                 model_spec: ModelSpec | None = None, seed: int = 0):
+        super().__init__(encoder, adaptive, train, seed=seed)
+        self.distill_cfg, self.new_memory = distill, new_memory
+        self.growth_cfg = growth or GrowthConfig()
+        self.policy = policy or make_policy(self.growth_cfg)
+        spec = adaptive.spec
+        allowed = growable_layers(spec)
+        if unknown := [n for n in self.growth_cfg.layers if n not in allowed]:
+            raise ConfigError(f"growth.layers {unknown} cannot grow; allowed: {', '.join(allowed) or 'none'}")
+        self.grow_layers = tuple(self.growth_cfg.layers) or tuple(allowed)
+        widths = {ly.name: ly.channels for ly in spec.layers}
+        self.initial_widths = {n: widths[n] for n in self.grow_layers}
+        cap = max(self.growth_cfg.max_factor, self.growth_cfg.start_factor)
+        self.max_widths = {n: math.ceil(w * cap - 1e-9) for n, w in self.initial_widths.items()}
+        if distill.space == "latent":
+            self.sample_shape = tuple(spec.input_shape)
+            self.embed_spec = embedder_spec(distill.embedder, spec, self.sample_shape)
+        else:
+            self.sample_shape = tuple(encoder.stage.spec.input_shape)
+            self.embed_spec = embedder_spec(distill.embedder, model_spec, self.sample_shape)
+        self.stores_: list[ReplayMemory] = []  # one Q-bit memory per experience's distilled set
+        self.growth_log_: list[dict] = []
+        self.distill_log_: list[dict] = []
+        self.flops_ = FlopsLog()
+        self._zr = np.zeros((0, *spec.input_shape), np.float32)  # decoded replay latents of this experience
+        self._yr = np.zeros(0, np.int64)
+        self._by_class: list[np.ndarray] = []
+        self._passes = self._replayed = 0
+        self._workspace = 0
+        if self.growth_cfg.start_factor > 1:
+            self._grow(self.growth_cfg.start_factor, experience=-1, reason="start_factor at deployment")
+
+    # -- one experience -----------------------------------------------------------------------------------------
+    def partial_fit(self, experience: Experience) -> DistilledReplay:
+        before = self.encoder.computed
+        z = self.encoder(experience.x, experience.ids)
+        frozen_samples = self.encoder.computed - before
+        self._ensure_outputs(experience.y)
+        self._load_replay()
+        cfg = self.train_cfg
+        lr = cfg.first_lr if self.experiences_seen == 0 and cfg.first_lr else cfg.lr
+        self._passes = self._replayed = 0
+        trained_spec = self.adaptive.spec
+        self._train(z, experience.y, lr)
+        self._maybe_grow(experience.index, z, experience.y)
+        dist = self._distil(experience, z)
+        frozen = inference_flops(self.encoder.stage.spec)
+        if self.distill_cfg.space == "input":  # every replayed input runs through the frozen stage on the device
+            frozen_samples += self._replayed
+        self.flops_.add(experience.index, trained_spec, train_samples=self._passes,
+                        frozen_flops=frozen_samples * frozen, distill=dist)
+        self.experiences_seen += 1
+        return self
+
+    def _ensure_outputs(self, y: np.ndarray) -> None:
+        """Add output units when labels exceed the head (a model deployed with fewer outputs than classes)."""
+        head = self.adaptive.spec.layers[-1].channels
+        need = int(y.max()) + 1 if len(y) else 0
+        if need > head:
+            spec, weights = add_outputs(self.adaptive.spec, get_weights(self.adaptive), need - head, self.rng)
+            self.adaptive = build(spec, weights)
+            self.growth_log_.append({"experience": self.experiences_seen, "outputs": [head, need],
+                                     "reason": "new classes"})
+
+    # -- replay: every distilled set so far, class-balanced -----------------------------------------------------------
+    def _load_replay(self) -> None:
+        """Decode the stored sets once per experience (the device decodes each replayed sample; same values)."""
+        if not self.stores_:
+            return
+        parts = [m.read(np.arange(m.size)) for m in self.stores_]
+        x, self._yr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        self._zr = self.encoder.stage(x) if self.distill_cfg.space == "input" else x
+        self._by_class = [np.flatnonzero(self._yr == c) for c in np.unique(self._yr)]
+
+    def _replay_size(self) -> int:
+        return len(self._yr)
+
+    def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        cls = self.rng.integers(0, len(self._by_class), size=n)
+        idx = np.array([self._by_class[c][self.rng.integers(len(self._by_class[c]))] for c in cls], np.int64)
+        self._replayed += n
+        return self._zr[idx], self._yr[idx]
+
+    def _mix(self, y_new: np.ndarray) -> tuple[int, int]:
+        """(new, replayed) per mini-batch: replayed share = old classes / all classes seen (train.replay_ratio
+        overrides), so each class, real or distilled, gets about the same share of every batch."""
+        b = self.train_cfg.batch_size
+        if not len(self._yr):
+            return b, 0
+        old = set(np.unique(self._yr).tolist())
+        share = self.train_cfg.replay_ratio or len(old) / len(old | set(np.unique(y_new).tolist()))
+        cur = min(max(round(b * (1 - share)), 1), b - 1)
+        return cur, b - cur
+
+    def _step(self, opt: torch.optim.Optimizer, z: np.ndarray, y: np.ndarray) -> float:
+        self._passes += len(y)
+        return super()._step(opt, z, y)
+
+    # -- growth -----------------------------------------------------------------------------------------------------
+    def _held_accuracy(self, z: np.ndarray, y: np.ndarray) -> float:
+        """Class-balanced accuracy on the data the learner holds now: new real latents + distilled sets."""
+        zs, ys = np.concatenate([z, self._zr]), np.concatenate([y, self._yr])
+        hits = self.predict_latents(zs) == ys
+        return float(np.mean([hits[ys == c].mean() for c in np.unique(ys)]))
+
+    def _width_factor(self) -> float:
+        widths = {ly.name: ly.channels for ly in self.adaptive.spec.layers}
+        return min((widths[n] / w for n, w in self.initial_widths.items()), default=1.0)
+
+    def _widened(self, factor: float):
+        return widen_all(self.adaptive.spec, get_weights(self.adaptive), factor, self.rng, self.growth_cfg.noise,
+                         self.grow_layers, self.max_widths)
+
+    def _maybe_grow(self, index: int, z: np.ndarray, y: np.ndarray) -> None:
+        def flops_if(factor: float) -> int:
+            spec, _, _ = widen_all(self.adaptive.spec, get_weights(self.adaptive), factor, np.random.default_rng(0),
+                                   0.0, self.grow_layers, self.max_widths)
+            return inference_flops(spec)
+
+        state = GrowthState(index, self._held_accuracy(z, y), len(np.union1d(y, self._yr)), self._width_factor(),
+                            inference_flops(self.adaptive.spec), flops_if)
+        decision = self.policy(state)
+        entry = {"experience": index, "accuracy_held": state.accuracy, "factor": decision.factor,
+                 "reason": decision.reason}
+        if decision.factor > 1:
+            entry.update(self._grow(decision.factor, index, decision.reason, log=False))
+        else:
+            entry["inference_flops"] = state.inference_flops
+        self.growth_log_.append(entry)
+
+    def _grow(self, factor: float, experience: int, reason: str, log: bool = True) -> dict:
+        spec, weights, changes = self._widened(factor)
+        self.adaptive = build(spec, weights)
+        entry = {"widths": {k: list(v) for k, v in changes.items()}, "inference_flops": inference_flops(spec),
+                 "params": spec.num_params()}
+        if log:
+            self.growth_log_.append({"experience": experience, "factor": factor, "reason": reason, **entry})
+        return entry
+
+    # -- distillation -----------------------------------------------------------------------------------------------
+    def _distil(self, experience: Experience, z: np.ndarray) -> int:
+        """Distil this experience's classes into a new Q-bit memory; returns the FLOPs it took."""
+        cfg = self.distill_cfg
+        data = z if cfg.space == "latent" else to_float(experience.x)
+        x_syn, y_syn, info = distill(data, experience.y, cfg, self.embed_spec, self.rng)
+        memory = self.new_memory(len(y_syn), self.sample_shape)
+        memory.write(np.arange(len(y_syn)), x_syn, y_syn)
+        self.stores_.append(memory)
+        d = math.prod(self.sample_shape)
+        flops = 0
+        for c in info.values():
+            n_real = min(cfg.real_batch, c["real"])
+            flops += distill_flops(self.embed_spec, n_real, c["synthetic"], cfg.iterations)
+            # fp32 synthetic set + its momentum + one real batch, while a class is distilled
+            self._workspace = max(self._workspace, (2 * c["synthetic"] + n_real) * d * 4)
+        self.distill_log_.append({"experience": experience.index, "classes": {str(k): v for k, v in info.items()},
+                                  "bytes": memory.nbytes, "flops": flops})
+        return flops
+
+    # -- accounting and checkpoints ---------------------------------------------------------------------------------
+    @property
+    def replay_nbytes(self) -> int:
+        return int(sum(m.nbytes for m in self.stores_))
+
+    def memory_report(self) -> dict[str, int]:
+        return {**super().memory_report(), "distill_workspace": int(self._workspace)}
+
+    def extra_metrics(self) -> dict:
+        """For metrics.json: FLOPs (with a fixed model of the final size re-priced on the same samples), growth
+        decisions and distillation per experience."""
+        return {"flops": self.flops_.summary(fixed=self.adaptive.spec), "growth": list(self.growth_log_),
+                "distill": list(self.distill_log_),
+                "synthetic_per_class": {str(k): v for k, v in self.synthetic_counts().items()}}
+
+    def synthetic_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for m in self.stores_:
+            for c in m.labels[: m.size].tolist():
+                counts[int(c)] = counts.get(int(c), 0) + 1
+        return counts
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "spec": self.adaptive.spec,
+                "stores": [(m.capacity, m.state_dict()) for m in self.stores_], "growth_log": self.growth_log_,
+                "distill_log": self.distill_log_, "flops": list(self.flops_.entries), "workspace": self._workspace}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adaptive = build(state["spec"])  # the saved model may have grown
+        super().load_state_dict(state)
+        self.stores_ = []
+        for capacity, s in state["stores"]:
+            m = self.new_memory(capacity, self.sample_shape)
+            m.load_state_dict(s)
+            self.stores_.append(m)
+        self.growth_log_, self.distill_log_ = list(state["growth_log"]), list(state["distill_log"])
+        self.flops_ = FlopsLog(list(state["flops"]))
+        self._workspace = state["workspace"]
+
+
+def make_distilled(cfg, setup, bits: int | None = None) -> DistilledReplay:
+    """The DistilledReplay learner of a RunConfig (cfg.distill, cfg.growth, cfg.memory's quantizer) and a
+    runner Setup; distilled sets are stored at `bits` (default cfg.memory.bits)."""
+    m = cfg.memory
+    bits = m.bits if bits is None else bits
+    n_classes = setup.scenario.n_classes
+
+    def new_memory(capacity: int, shape: tuple[int, ...]) -> ReplayMemory:
+        return ReplayMemory(capacity, shape, bits, granularity=m.granularity, range_method=m.range,
+                            n_classes=n_classes)
+
+    adaptive = build(setup.split.adaptive_spec, setup.adaptive_weights)
+    return DistilledReplay(setup.cache, adaptive, cfg.train, distill=cfg.distill, growth=cfg.growth,
+                           new_memory=new_memory, model_spec=setup.spec, seed=cfg.seed)
