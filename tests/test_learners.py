@@ -43,6 +43,11 @@ def test_each_learner_end_to_end(setup, strategy, cls):
     pred = learner.predict(test.x, test.ids)
     assert pred.shape == test.y.shape and pred.dtype == np.int64
     assert (pred == test.y).mean() > 0.1  # better than chance over 10 classes
+    from tinycl.flops import training_flops
+
+    extra = learner.extra_metrics()
+    assert extra["train_sample_passes"] == learner.sample_passes > 0
+    assert extra["train_flops"] == learner.sample_passes * training_flops(learner.adaptive.spec)
     report = learner.memory_report()
     assert report["adaptive_weights"] == sum(p.numel() * 4 for p in learner.adaptive.parameters())
     assert report["frozen_weights"] == setup.frozen.nbytes > 0

@@ -207,8 +207,7 @@ def _write_results(out: Path, cfg: RunConfig, matrix: AccuracyMatrix, learner: L
                "experiences_done": matrix.done, "accuracy_after_each": matrix.seen_accuracy[: matrix.done].tolist(),
                "memory_bytes": learner.memory_report(), "latents_computed": learner.encoder.computed}
     metrics["replay_bytes"] = metrics["memory_bytes"]["replay_memory"]
-    if hasattr(learner, "extra_metrics"):  # e.g. distilled_replay: FLOPs, growth decisions
-        metrics.update(learner.extra_metrics())
+    metrics.update(learner.extra_metrics())  # FLOPs; distilled_replay: its FLOPs log, growth decisions
     atomic_write_json(out / "metrics.json", metrics)
     buf = io.StringIO()
     csv.writer(buf).writerows([[f"{v:.6f}" if not np.isnan(v) else "" for v in r] for r in matrix.R[: matrix.done]])
@@ -260,4 +259,4 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
     return {"strategy": strategy, "bits": bits, **matrix.result(), "seconds": elapsed,
             "accuracy_after_each": matrix.seen_accuracy.tolist(), "memory_bytes": learner.memory_report(),
             "replay_bytes": learner.replay_nbytes,
-            **(learner.extra_metrics() if hasattr(learner, "extra_metrics") else {})}
+            **learner.extra_metrics()}

@@ -69,6 +69,7 @@ class Learner:
         self.rng = np.random.default_rng(seed)
         self.torch_rng = torch.Generator().manual_seed(seed)
         self.experiences_seen = 0
+        self.sample_passes = 0  # samples through one training step of the adaptive stage, so far
 
     # -- the contract --------------------------------------------------------------------------------------
     def partial_fit(self, experience: Experience) -> Learner:
@@ -132,6 +133,7 @@ class Learner:
                 self._step(opt, zb, yb)
 
     def _step(self, opt, z: np.ndarray, y: np.ndarray) -> float:
+        self.sample_passes += len(y)
         if not isinstance(opt, torch.optim.Optimizer):  # device mode: forward, backward and update in C
             return opt.step(np.ascontiguousarray(z, np.float32), y)
         opt.zero_grad()
@@ -176,13 +178,24 @@ class Learner:
             return {}
         return {"device_arena": int(plan.size)}
 
+    def extra_metrics(self) -> dict:
+        """For metrics.json: training FLOPs so far and inference FLOPs of the adaptive stage (tinycl.flops: forward
+        2 x MACs; backward weight and input gradients), counted from the samples actually trained."""
+        from tinycl.flops import inference_flops, training_flops
+
+        spec = self.adaptive.spec
+        return {"train_sample_passes": self.sample_passes,
+                "train_flops": self.sample_passes * training_flops(spec),
+                "inference_flops": inference_flops(spec)}
+
     def state_dict(self) -> dict:
         return {"adaptive": {k: v.clone() for k, v in self.adaptive.state_dict().items()},
                 "rng": self.rng.bit_generator.state, "torch_rng": self.torch_rng.get_state(),
-                "experiences_seen": self.experiences_seen}
+                "experiences_seen": self.experiences_seen, "sample_passes": self.sample_passes}
 
     def load_state_dict(self, state: dict) -> None:
         self.adaptive.load_state_dict(state["adaptive"])
         self.rng.bit_generator.state = state["rng"]
         self.torch_rng.set_state(state["torch_rng"])
         self.experiences_seen = state["experiences_seen"]
+        self.sample_passes = state.get("sample_passes", 0)
