@@ -13,12 +13,17 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the demo's tensors are tiny, more threads only wait on each other)")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    import torch
+
     from tinycl.demo import format_table, run_demo
 
+    torch.set_num_threads(max(1, args.threads))
     rows = run_demo(args.out, show_progress=not args.no_progress)
     print(format_table(rows))
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'accuracy.png'}")

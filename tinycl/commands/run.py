@@ -20,15 +20,19 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last experience")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    import torch
     from tqdm import tqdm
 
     from tinycl.config import load_config
     from tinycl.runner import prepare, run_experiment
 
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / args.config.stem
     setup = prepare(cfg)
