@@ -86,13 +86,7 @@ def _row_config(cfg: RunConfig, row: str) -> tuple[RunConfig, str]:
 
 def _capacity(cfg: RunConfig, shape, budget: int, n_classes: int) -> int:
     """The most latents a class-balanced 8-bit memory holds in `budget` bytes (its own bytes counted)."""
-    per = ReplayMemory(1, shape, cfg.memory.bits, n_classes=n_classes).nbytes
-    capacity = max(1, budget // per)
-    while ReplayMemory(capacity + 1, shape, cfg.memory.bits, n_classes=n_classes).nbytes <= budget:
-        capacity += 1
-    while capacity > 1 and ReplayMemory(capacity, shape, cfg.memory.bits, n_classes=n_classes).nbytes > budget:
-        capacity -= 1
-    return capacity
+    return ReplayMemory.capacity_for(budget, shape, cfg.memory.bits, n_classes=n_classes)
 
 
 def run_row(cfg: RunConfig, setup, row: str, replay_budget: int | None) -> dict:

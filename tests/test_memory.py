@@ -19,6 +19,9 @@ def test_nbytes_is_exact(bits, granularity):
     qparams = 0 if bits == 32 else channels * (4 + 1)
     assert mem.codes_nbytes == codes == mem.buffer.nbytes
     assert mem.nbytes == codes + qparams + mem.labels.nbytes
+    assert ReplayMemory.bytes_for(n, shape, bits, granularity=granularity) == mem.nbytes
+    assert ReplayMemory.capacity_for(mem.nbytes, shape, bits, granularity=granularity) == n
+    assert ReplayMemory.capacity_for(mem.nbytes - 1, shape, bits, granularity=granularity) == n - 1
     rng = np.random.default_rng(0)
     mem.write(np.arange(n), rng.random((n, *shape)).astype(np.float32), rng.integers(0, 10, n))
     if bits != 32:

@@ -134,6 +134,27 @@ class ReplayMemory:
         """Device bytes: packed codes + quantizer parameters + labels."""
         return self.codes_nbytes + self.qparams_nbytes + int(self.labels.nbytes)
 
+    @staticmethod
+    def bytes_for(capacity: int, sample_shape: tuple[int, ...], bits: int, *, granularity: str = "tensor",
+                  n_classes: int = 256) -> int:
+        """What `nbytes` of such a memory is, without allocating it (tests check the two agree)."""
+        values = capacity * math.prod(sample_shape)
+        codes = values * 4 if bits == 32 else packed_nbytes(values, bits)
+        qparams = 0 if bits == 32 else (sample_shape[0] if granularity == "channel" else 1) * 5
+        return codes + qparams + capacity * (1 if n_classes <= 256 else 2)
+
+    @classmethod
+    def capacity_for(cls, budget: int, sample_shape: tuple[int, ...], bits: int, **kwargs) -> int:
+        """The most slots whose memory fits in `budget` bytes (at least 1)."""
+        lo, hi = 1, max(1, budget)
+        while lo < hi:  # bytes_for grows with capacity: bisect
+            mid = (lo + hi + 1) // 2
+            if cls.bytes_for(mid, sample_shape, bits, **kwargs) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.copy(), "labels": self.labels.copy(), "size": self.size, "seen": self.seen_,
                 "scale": self.scale_, "zero_point": self.zero_point_}

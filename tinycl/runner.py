@@ -175,9 +175,8 @@ def make_learner(cfg: RunConfig, setup: Setup, strategy: str | None = None, bits
     if strategy == "raw_replay":
         budget = _memory(cfg, setup.split.latent_shape, bits, cfg.memory.capacity, n_classes).nbytes
         input_shape = setup.dataset.sample_shape
-        capacity = 1
-        while _memory(cfg, input_shape, 8, capacity + 1, n_classes).nbytes <= budget:
-            capacity += 1
+        capacity = ReplayMemory.capacity_for(budget, input_shape, 8, granularity=cfg.memory.granularity,
+                                             n_classes=n_classes)
         memory = _memory(cfg, input_shape, 8, capacity, n_classes)
         return RawReplay(*args, memory=memory, policy=cfg.memory.policy, seed=cfg.seed)
     if strategy == "distilled_replay":
