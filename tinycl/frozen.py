@@ -112,8 +112,8 @@ class LatentCache:
             self._stacked = None
             for k, i in enumerate(ids[missing].tolist()):
                 self._rows[i] = base + k
-        if self._stacked is None:
-            self._stacked = np.concatenate(self._store)
+        if self._stacked is None:  # one block (e.g. preloaded) is used as it is, not copied
+            self._stacked = self._store[0] if len(self._store) == 1 else np.concatenate(self._store)
         return self._stacked[[self._rows[i] for i in ids.tolist()]]
 
 

@@ -148,7 +148,11 @@ class Learner:
         return 0
 
     def memory_report(self) -> dict[str, int]:
-        """Bytes the device holds for this learner, each counted from the arrays that hold it."""
+        """Bytes the device holds for this learner, each counted from the arrays that hold it.
+
+        `device_arena` (where present) is the C runtime's one static buffer for a training step and already
+        holds the adaptive weights, gradients, momentum and activations: it is an alternative to those entries,
+        not an addition (the device total is frozen_weights + replay_memory + device_arena)."""
         params = [p for p in self.adaptive.parameters()]
         weights = sum(p.numel() * p.element_size() for p in params)
         spec = self.adaptive.spec
