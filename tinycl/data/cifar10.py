@@ -15,11 +15,10 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tinycl.data.cache import cached_arrays
 from tinycl.data.dataset import Dataset
-from tinycl.data.files import iter_tar, require_file, scan_tar, tar_names
+from tinycl.data.files import decode_rgb, iter_tar, require_file, scan_tar, tar_names
 from tinycl.errors import DataError
 
 __all__ = ["load_cifar10", "find_cifar10", "count_cifar10", "CLASSES", "LAYOUT"]
@@ -124,28 +123,18 @@ def _label(cls: str, where: str) -> int:
     return CLASSES.index(cls)
 
 
-def _decode_image(raw: bytes, where: str) -> np.ndarray:
-    try:
-        img = Image.open(io.BytesIO(raw)).convert("RGB")
-    except Exception as err:
-        raise DataError(f"{where}: not a readable image ({err})") from err
-    if img.size != (32, 32):
-        raise DataError(f"{where}: image is {img.size[0]}x{img.size[1]}, expected 32x32")
-    return np.asarray(img).transpose(2, 0, 1)
-
-
 def _read_folders(kind: str, path: Path, per_class: int | None) -> dict[str, np.ndarray]:
     if kind == "folder-dir":
         names = sorted(p.relative_to(path).as_posix() for p in path.glob("*/*/*"))
         entries = {n: e for n in names if (e := _folder_entry(n))}
         chosen = _choose(entries, per_class)
-        images = {n: _decode_image((path / n).read_bytes(), str(path / n)) for n in chosen}
+        images = {n: decode_rgb((path / n).read_bytes(), str(path / n), (32, 32)) for n in chosen}
     else:
         # one pass over the archive keeps every image's (compressed, ~1 kB) bytes; then decode the chosen ones
         names, raw = scan_tar(path, lambda n: _folder_entry(n) is not None)
         entries = {n: _folder_entry(n) for n in raw}
         chosen = _choose(entries, per_class)
-        images = {n: _decode_image(raw[n], f"{path}:{n}") for n in chosen}
+        images = {n: decode_rgb(raw[n], f"{path}:{n}", (32, 32)) for n in chosen}
     out = {}
     for split in ("train", "test"):
         names = sorted(n for n in chosen if entries[n][0] == split)

@@ -15,18 +15,16 @@ tinycl.protocols.core50_nicv2_391.
 
 from __future__ import annotations
 
-import io
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tinycl.data.cache import cached_arrays
 from tinycl.data.dataset import Dataset
-from tinycl.data.files import ARCHIVE_ERRORS, scan_tar
+from tinycl.data.files import ARCHIVE_ERRORS, decode_rgb, scan_tar
 from tinycl.errors import ConfigError, DataError
 
 __all__ = ["load_core50", "read_nicv2_lists", "find_core50_lists", "find_core50_images", "count_core50",
@@ -148,13 +146,7 @@ class _Images:
                 raise DataError(f"{where}: unreadable ({err}); truncated archive?") from err
         else:
             raw = self._file(rel).read_bytes()
-        try:
-            img = Image.open(io.BytesIO(raw)).convert("RGB")
-        except Exception as err:
-            raise DataError(f"{where}: not a readable image ({err})") from err
-        if img.size != (128, 128):
-            raise DataError(f"{where}: image is {img.size[0]}x{img.size[1]}, expected 128x128 ({IMAGES})")
-        return np.asarray(img).transpose(2, 0, 1)
+        return decode_rgb(raw, where, (128, 128), IMAGES)
 
 
 def _decode(images: _Images, split: dict[str, dict[str, int]]) -> dict[str, np.ndarray]:

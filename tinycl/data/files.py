@@ -6,14 +6,17 @@ instead of an EOFError/zlib.error/tarfile.ReadError traceback from deep inside t
 
 from __future__ import annotations
 
+import io
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from tinycl.errors import DataError
 
-__all__ = ["require_file", "tar_names", "scan_tar", "iter_tar", "ARCHIVE_ERRORS"]
+__all__ = ["require_file", "tar_names", "scan_tar", "iter_tar", "decode_rgb", "ARCHIVE_ERRORS"]
 
 # What tarfile/gzip raise on a truncated or corrupt archive.
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
@@ -72,3 +75,18 @@ def _clean(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     return name
+
+
+def decode_rgb(raw: bytes, where: str, size: tuple[int, int], layout: str = "") -> np.ndarray:
+    """An encoded image (PNG, JPEG, ...) -> uint8 (3, H, W) RGB; DataError naming `where` if it is unreadable or
+    not `size` (width, height)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(raw)).convert("RGB")
+    except Exception as err:
+        raise DataError(f"{where}: not a readable image ({err})") from err
+    if img.size != tuple(size):
+        raise DataError(f"{where}: image is {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]}"
+                        + (f" ({layout})" if layout else ""))
+    return np.asarray(img).transpose(2, 0, 1)
