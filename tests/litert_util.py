@@ -12,9 +12,9 @@ import torch
 from conftest import require_shared_model
 
 from tinycl.model.build import build, get_weights
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import LayerQuant, ModelSpec, TensorQuant
 from tinycl.model.tflite import TfliteImport
-from tinycl.quant.ptq import QuantizedModel
 
 RESOLVERS = {"optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 IMAGES = ("cat.bmp", "grace_hopper.bmp")

@@ -13,13 +13,14 @@ from litert_util import IMAGES, image, interpreter, litert_layers, random_codes,
 from tinycl.errors import DataError
 from tinycl.frozen import FakeQuantFrozenStage, LatentCache
 from tinycl.model.build import build, get_weights
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.tflite import read_tflite
 from tinycl.model.tflite_export import to_tflite
 from tinycl.model.zoo import digits_cnn
 from tinycl.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from tinycl.quant.intexec import IntegerFrozenStage, IntegerModel
-from tinycl.quant.ptq import QuantizedModel, quantize_model
+from tinycl.quant.ptq import quantize_model
 
 
 # -- fixed point ------------------------------------------------------------------------------------------

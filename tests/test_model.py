@@ -53,10 +53,13 @@ def test_split_is_an_object_and_composes():
     whole = build(spec, weights)(torch.as_tensor(x))
     z = FloatFrozenStage(split.frozen_spec, fw)(x)
     torch.testing.assert_close(build(split.adaptive_spec, aw)(torch.as_tensor(z)), whole)
-    with pytest.raises(ModelError, match="allowed: input, conv1"):
+    with pytest.raises(ModelError, match="allowed: input, a layer index 0..6, or a name: conv1"):
         Split.at(spec, "conv9")
-    with pytest.raises(ModelError, match="last layer"):
-        Split.at(spec, "head")
+    last = Split.at(spec, len(spec.layers) - 1)  # the last layer, by index: nothing left to train
+    assert last.layer == "head" and not last.adaptive_spec.layers
+    assert Split.at(spec, "2") == Split.at(spec, 2) == split  # indices as tinycl inspect numbers them
+    with pytest.raises(ModelError, match="out of range"):
+        Split.at(spec, len(spec.layers))
 
 
 def test_int8_frozen_stage_close_to_float_and_accounted():

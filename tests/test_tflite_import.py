@@ -14,11 +14,11 @@ from tinycl.errors import ModelError
 from tinycl.model import tflite_export
 from tinycl.model.adapt import adaptive_stage
 from tinycl.model.build import build
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, LayerQuant, ModelSpec, TensorQuant
 from tinycl.model.tflite import SUPPORTED_OPS, load_tflite
 from tinycl.model.tflite_export import to_tflite
 from tinycl.quant.intexec import IntegerFrozenStage
-from tinycl.quant.ptq import QuantizedModel
 
 MODELS = ("mobilenet_v1_0.25_128_quant.tflite", "mobilenet_v1_0.75_192_quant.tflite",
           "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", "micro_speech_quantized.tflite")

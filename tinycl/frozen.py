@@ -13,8 +13,8 @@ import torch
 
 from tinycl.data.dataset import to_float
 from tinycl.model.build import build
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import ModelSpec, TensorQuant
-from tinycl.quant.ptq import QuantizedModel
 
 __all__ = ["FrozenStage", "FloatFrozenStage", "FakeQuantFrozenStage", "LatentCache"]
 

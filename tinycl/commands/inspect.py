@@ -64,7 +64,7 @@ def layer_table(qmodel) -> str:
 def split_report(qmodel, layer: str, classes: int | None) -> str:
     """Frozen vs adaptive costs of cutting `qmodel` after `layer`."""
     from tinycl.model.adapt import adaptive_stage
-    from tinycl.quant.ptq import QuantizedModel
+    from tinycl.model.quantized import QuantizedModel
 
     spec = qmodel.spec
     n = spec.index(layer) + 1

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 
 from tinycl.errors import ModelError
-from tinycl.model.spec import Layer, ModelSpec, _pads
+from tinycl.model.ops import pads
+from tinycl.model.spec import Layer, ModelSpec
 
 __all__ = ["DEVICE_OPS", "KINDS", "PERSISTENT", "ArenaPlan", "LayerPlan", "Op", "Schedule", "Tensor", "plan_arena",
            "training_schedule"]
@@ -120,7 +121,7 @@ def training_schedule(spec: ModelSpec, momentum: bool = True) -> Schedule:
         if layer.op in VIEW_OPS:
             continue
         in_shape, out_shape = spec.input_shape_of(layer.name), spec.output_shape(layer.name)
-        pads = _pads(layer, *in_shape[1:]) if len(in_shape) == 3 else (0, 0, 0, 0)
+        padding = pads(layer, *in_shape[1:]) if len(in_shape) == 3 else (0, 0, 0, 0)
         backward = trainable_before or layer.has_weights
         t = {"x": source, "y": new(f"{layer.name}.out", math.prod(out_shape), "activation"),
              "dx": None, "dy": None}
@@ -140,7 +141,7 @@ def training_schedule(spec: ModelSpec, momentum: bool = True) -> Schedule:
         act = layer.op if layer.op in ("relu", "relu6") else layer.activation
         if layer.op == "avg_pool2d":
             act = "none"  # as tinycl.model.build: pooling applies no fused activation
-        plans.append(LayerPlan(layer, _kernel(layer, pads), act, in_shape, out_shape, pads, backward,
+        plans.append(LayerPlan(layer, _kernel(layer, padding), act, in_shape, out_shape, padding, backward,
                                trainable_before, t))
         trainable_before = trainable_before or layer.has_weights
         source = t["y"]

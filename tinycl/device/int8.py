@@ -16,10 +16,10 @@ import numpy as np
 
 from tinycl.device.runtime import Library, TclRequant, conv_shape, load_library
 from tinycl.errors import ConfigError, ModelError
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, TensorQuant
 from tinycl.quant.fixedpoint import quantize_multiplier
 from tinycl.quant.intexec import KERNELS, _activation_range
-from tinycl.quant.ptq import QuantizedModel
 
 __all__ = ["INT8_OPS", "DeviceIntegerModel"]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tinycl.data import cache as data_cache
 from tinycl.errors import ConfigError
-from tinycl.model.spec import Layer, ModelSpec, _pads
+from tinycl.model.ops import pads
+from tinycl.model.spec import Layer, ModelSpec
 
 __all__ = ["CSRC", "WARNING_FLAGS", "SANITIZE_FLAGS", "Library", "TclConvShape", "TclLayer", "TclNet", "TclRequant",
            "compile_library", "conv_shape", "load_library", "sources"]
@@ -89,7 +90,7 @@ def conv_shape(spec: ModelSpec, layer: Layer) -> TclConvShape:
 
     (ci, hi, wi), (co, ho, wo) = chw(spec.input_shape_of(layer.name)), chw(spec.output_shape(layer.name))
     if layer.op in ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d"):
-        top, _, left, _ = _pads(layer, hi, wi)
+        top, _, left, _ = pads(layer, hi, wi)
         return TclConvShape(ci, hi, wi, co, ho, wo, *layer.kernel, *layer.stride, top, left)
     return TclConvShape(ci, hi, wi, co, ho, wo, 1, 1, 1, 1, 0, 0)
 

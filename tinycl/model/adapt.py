@@ -20,9 +20,9 @@ import torch
 
 from tinycl.errors import ConfigError, ModelError
 from tinycl.model.build import build, get_weights
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.split import Split
-from tinycl.quant.ptq import QuantizedModel
 
 __all__ = ["adaptive_stage"]
 

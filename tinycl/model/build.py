@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinycl.errors import ModelError
-from tinycl.model.spec import Layer, ModelSpec, _pads
+from tinycl.model.ops import pads
+from tinycl.model.spec import Layer, ModelSpec
 
 __all__ = ["SpecModule", "build", "get_weights", "set_weights"]
 
@@ -54,7 +55,7 @@ class SpecModule(nn.Module):
         x = ins[0]
         op = layer.op
         if op in ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d"):
-            t, b, l, r = _pads(layer, x.shape[2], x.shape[3])
+            t, b, l, r = pads(layer, x.shape[2], x.shape[3])
             if op == "max_pool2d":
                 x = F.pad(x, (l, r, t, b), value=float("-inf")) if t + b + l + r else x
                 return F.max_pool2d(x, layer.kernel, layer.stride)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from tinycl.errors import ModelError
+from tinycl.model.ops import pads
 
 __all__ = ["Layer", "LayerQuant", "ModelSpec", "OPS", "ACTIVATIONS", "TensorQuant"]
 
@@ -103,19 +104,6 @@ class Layer:
         return OPS[self.op]
 
 
-def _pads(layer: Layer, h: int, w: int) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) zero padding of a conv or pool over an h x w input."""
-    if layer.padding == "valid":
-        return (0, 0, 0, 0)
-    if layer.padding == "same":
-        out = []
-        for size, k, s in ((h, layer.kernel[0], layer.stride[0]), (w, layer.kernel[1], layer.stride[1])):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            out += [total // 2, total - total // 2]
-        return tuple(out)
-    return tuple(layer.padding)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A network as an ordered list of layers. `input_shape` excludes the batch axis (CHW or (features,))."""
@@ -135,11 +123,21 @@ class ModelSpec:
     # -- shapes -------------------------------------------------------------------------------------
     def _infer_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {"input": tuple(self.input_shape)}
-        prev = tuple(self.input_shape)
-        for layer in self.layers:
-            ins = [shapes[n] for n in layer.inputs] if layer.inputs else [prev]
-            prev = shapes[layer.name] = self._out_shape(layer, ins)
+        for i, layer in enumerate(self.layers):
+            missing = [n for n in self.sources(layer, i) if n not in shapes]
+            if missing:
+                raise ModelError(f"layer {layer.name!r} reads {missing}, which no earlier layer of "
+                                 f"{self.name!r} produces")
+            shapes[layer.name] = self._out_shape(layer, [shapes[n] for n in self.sources(layer, i)])
         return shapes
+
+    def sources(self, layer: Layer, index: int | None = None) -> tuple[str, ...]:
+        """Names of the tensors `layer` reads: its `inputs`, else the previous layer's output ("input" for the
+        first layer). `index`: the layer's position, if known (saves a search)."""
+        if layer.inputs:
+            return layer.inputs
+        i = self.index(layer.name) if index is None else index
+        return (self.layers[i - 1].name if i else "input",)
 
     def _out_shape(self, layer: Layer, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
         x = ins[0]
@@ -148,7 +146,7 @@ class ModelSpec:
             if len(x) != 3:
                 raise ModelError(f"layer {layer.name!r} ({op}) needs a CHW input, got shape {x}")
             c, h, w = x
-            t, b, l, r = _pads(layer, h, w)
+            t, b, l, r = pads(layer, h, w)
             oh = (h + t + b - layer.kernel[0]) // layer.stride[0] + 1
             ow = (w + l + r - layer.kernel[1]) // layer.stride[1] + 1
             if oh < 1 or ow < 1:

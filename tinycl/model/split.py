@@ -1,7 +1,10 @@
-"""The boundary between the frozen stage and the adaptive stage, as an object.
+"""The boundary between the frozen stage and the adaptive stage, as an object: the one place a model is cut.
 
 `Split.at(spec, "conv3")` makes the output of layer `conv3` the latent: `conv3` is the last frozen layer,
-every layer after it is adaptive (trained on the device). The name is checked once, here.
+every layer after it is adaptive (trained on the device). The layer may be given by name, by its index in
+`tinycl inspect`'s table (an int or a string of digits), or as None / "input" (nothing frozen); the last layer
+is allowed too (the adaptive stage is then empty, and an imported model gets a new head above it). The cut is
+checked once, here: it is valid only where the latent is the one tensor that crosses it (`valid_points`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,44 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinycl.errors import ModelError
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import ModelSpec
 
-__all__ = ["Split"]
+__all__ = ["Split", "crossing", "valid_points"]
+
+
+def crossing(spec: ModelSpec, index: int) -> list[str]:
+    """Names of the tensors (layer outputs, or "input") that cross a cut after layers[:index], other than the
+    latent itself: what an adaptive layer would read from the frozen side."""
+    latent = spec.layers[index - 1].name if index else "input"
+    frozen = {"input", *spec.names[:index]}
+    out = []
+    for layer in spec.layers[index:]:
+        out += [n for n in spec.sources(layer) if n in frozen and n != latent and n not in out]
+    return out
+
+
+def valid_points(spec: ModelSpec) -> list[int]:
+    """Indices i such that a cut after layer i is valid (only its output crosses)."""
+    return [i for i in range(len(spec.layers)) if not crossing(spec, i + 1)]
+
+
+def _index(spec: ModelSpec, layer: str | int | None) -> int:
+    """Number of frozen layers for a split given by name, index or None/"input"."""
+    if layer is None or layer == "input":
+        return 0
+    if isinstance(layer, bool) or not isinstance(layer, int | str):
+        raise ModelError(f"split layer must be a layer name or an index, got {layer!r}")
+    if isinstance(layer, str) and layer not in spec.names:
+        if not layer.isdigit():
+            raise ModelError(f"unknown split layer {layer!r}; allowed: input, a layer index 0.."
+                             f"{len(spec.layers) - 1}, or a name: {', '.join(spec.names)}")
+        layer = int(layer)
+    if isinstance(layer, int):
+        if not 0 <= layer < len(spec.layers):
+            raise ModelError(f"split index {layer} is out of range; allowed: 0..{len(spec.layers) - 1}")
+        return layer + 1
+    return spec.index(layer) + 1
 
 
 @dataclass(frozen=True)
@@ -22,23 +60,16 @@ class Split:
     index: int  # layers[:index] are frozen; the latent is the output of layers[index - 1] (or the input)
 
     @classmethod
-    def at(cls, spec: ModelSpec, layer: str | None) -> Split:
-        """Split after `layer` (its output is the latent). None or "input" means nothing is frozen."""
-        if layer in (None, "input"):
-            return cls(spec, 0)
-        if layer not in spec.names:
-            raise ModelError(f"unknown split layer {layer!r}; allowed: input, {', '.join(spec.names)}")
-        split = cls(spec, spec.index(layer) + 1)
-        if split.index == len(spec.layers):
-            raise ModelError(f"split layer {layer!r} is the last layer: nothing would be left to train; "
-                             f"allowed: input, {', '.join(spec.names[:-1])}")
-        frozen = set(spec.names[: split.index])
-        for ly in split.adaptive_spec.layers:
-            crossing = [n for n in ly.inputs if n in frozen and n != split.layer]
-            if crossing:
-                raise ModelError(f"cannot split at {layer!r}: adaptive layer {ly.name!r} reads frozen "
-                                 f"layer(s) {crossing}; choose a layer no skip connection crosses")
-        return split
+    def at(cls, spec: ModelSpec, layer: str | int | None) -> Split:
+        """Split after `layer` (its output is the latent): a name, an index, or None / "input"."""
+        index = _index(spec, layer)
+        if cross := crossing(spec, index):
+            points = valid_points(spec)
+            near = sorted(points, key=lambda i: abs(i - (index - 1)))[:3]
+            raise ModelError(f"cannot split after layer {index - 1} ({spec.names[index - 1]!r}): besides the "
+                             f"latent, {', '.join(map(repr, cross))} cross(es) the cut (a skip connection); nearest "
+                             f"valid split points: {', '.join(f'{i} ({spec.names[i]})' for i in sorted(near))}")
+        return cls(spec, index)
 
     @property
     def layer(self) -> str:
@@ -66,6 +97,12 @@ class Split:
         frozen = set(self.spec.names[: self.index])
         return ({k: v for k, v in weights.items() if k in frozen},
                 {k: v for k, v in weights.items() if k not in frozen})
+
+    def frozen_model(self, qmodel: QuantizedModel) -> QuantizedModel:
+        """The frozen part of an integer model of this split's spec: its layers and integer weights."""
+        if qmodel.spec.names != self.spec.names:
+            raise ModelError(f"model {qmodel.spec.name!r} is not the model this split cuts ({self.spec.name!r})")
+        return QuantizedModel(self.frozen_spec, self.split_weights(qmodel.weights)[0])
 
 
 def _rename_inputs(layer, latent):

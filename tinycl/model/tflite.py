@@ -28,8 +28,8 @@ import numpy as np
 import tflite
 
 from tinycl.errors import ModelError
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, LayerQuant, ModelSpec, TensorQuant
-from tinycl.quant.ptq import QuantizedModel
 
 __all__ = ["SUPPORTED_OPS", "TfliteImport", "load_tflite", "read_tflite"]
 

@@ -19,8 +19,9 @@ import numpy as np
 import tflite
 
 from tinycl.errors import ModelError
-from tinycl.model.spec import Layer, TensorQuant, _pads
-from tinycl.quant.ptq import QuantizedModel
+from tinycl.model.ops import pads
+from tinycl.model.quantized import QuantizedModel
+from tinycl.model.spec import Layer, TensorQuant
 
 __all__ = ["to_tflite", "write_tflite"]
 
@@ -166,16 +167,16 @@ class _Writer:
         """TFLite padding code (SAME=0, VALID=1), or the explicit (t, b, l, r) pads to emit as a PAD."""
         if layer.padding in ("same", "valid"):
             return 0 if layer.padding == "same" else 1
-        pads = tuple(layer.padding)
-        if pads == (0, 0, 0, 0):
+        explicit = tuple(layer.padding)
+        if explicit == (0, 0, 0, 0):
             return 1
-        if pads == _pads(Layer(layer.name, layer.op, kernel=layer.kernel, stride=layer.stride, padding="same"),
+        if explicit == pads(Layer(layer.name, layer.op, kernel=layer.kernel, stride=layer.stride, padding="same"),
                          in_shape[1], in_shape[2]):
             return 0
         if not allow_explicit:
-            raise ModelError(f"layer {layer.name!r}: padding {pads} is neither SAME nor VALID; TFLite pooling "
+            raise ModelError(f"layer {layer.name!r}: padding {explicit} is neither SAME nor VALID; TFLite pooling "
                              f"supports only those")
-        return pads
+        return explicit
 
     def weighted(self, layer: Layer, x: int, out: int, in_shape, source: str) -> None:
         weights = self.q.weights[layer.name]

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from tinycl.errors import ConfigError, DataError, ModelError
-from tinycl.model.spec import Layer, ModelSpec, TensorQuant, _pads
+from tinycl.model.ops import pads
+from tinycl.model.quantized import QuantizedModel
+from tinycl.model.spec import Layer, ModelSpec, TensorQuant
 from tinycl.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, round_half_away, wrap_int32
-from tinycl.quant.ptq import QuantizedModel
 
 __all__ = ["KERNELS", "IntegerModel", "IntegerFrozenStage", "quantize_input"]
 
@@ -134,7 +135,7 @@ class _Weighted:
         if layer.op == "linear":
             acc = (x.reshape(len(x), -1) @ self.w.T).numpy()
         else:
-            t, b, l, r = _pads(layer, x.shape[2], x.shape[3])
+            t, b, l, r = pads(layer, x.shape[2], x.shape[3])
             pad = 0
             if t == b and l == r:
                 pad = (t, l)
@@ -166,7 +167,7 @@ class _Pool:
 
     def __call__(self, ins):
         layer, x = self.layer, torch.from_numpy(ins[0].astype(np.float64))
-        t, b, l, r = _pads(layer, x.shape[2], x.shape[3])
+        t, b, l, r = pads(layer, x.shape[2], x.shape[3])
         if layer.op == "max_pool2d":
             x = F.pad(x, (l, r, t, b), value=-1e9) if t + b + l + r else x
             y = F.max_pool2d(x, layer.kernel, layer.stride).numpy().astype(np.int64)

@@ -9,62 +9,19 @@ produces, so one integer executor runs both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from tinycl.model.build import build
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import LayerQuant, ModelSpec, TensorQuant
 
-__all__ = ["QuantizedModel", "quantize_model", "INHERIT_QUANT"]
+__all__ = ["quantize_model", "INHERIT_QUANT"]
 
 # ops whose output has the quantization of their input (they move or select values, never compute new ones)
 INHERIT_QUANT = ("flatten", "reshape", "pad", "max_pool2d")
-
-
-@dataclass(frozen=True)
-class QuantizedModel:
-    """An integer model: `spec` with `quant` on every layer and `input_quant`, and integer parameters
-    {layer: {"weight": int8 or uint8 array, "bias": int32 array}}."""
-
-    spec: ModelSpec
-    weights: dict
-
-    def dequantized_weights(self) -> dict[str, dict[str, np.ndarray]]:
-        """Float32 weights equal to scale * (q - zero_point), for running the model in float."""
-        out = {}
-        for layer in self.spec.layers:
-            if layer.name not in self.weights:
-                continue
-            wq = layer.quant.weight
-            w = self.weights[layer.name]["weight"].astype(np.float32)
-            shape = (-1,) + (1,) * (w.ndim - 1)
-            w_scale = np.asarray(wq.scale, np.float32).reshape(shape)
-            w_zero = np.asarray(wq.zero_point, np.float32).reshape(shape)
-            out[layer.name] = {"weight": (w - w_zero) * w_scale}
-            if "bias" in self.weights[layer.name]:
-                in_scale = self.input_quant_of(layer.name).scale[0]
-                out[layer.name]["bias"] = (self.weights[layer.name]["bias"].astype(np.float64)
-                                           * in_scale * np.asarray(wq.scale)).astype(np.float32)
-        return out
-
-    def input_quant_of(self, name: str) -> TensorQuant:
-        layer = self.spec.layers[self.spec.index(name)]
-        i = self.spec.index(name)
-        source = layer.inputs[0] if layer.inputs else (self.spec.layers[i - 1].name if i else "input")
-        if source == "input":
-            return self.spec.input_quant
-        return self.spec.layers[self.spec.index(source)].quant.output
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of integer parameters plus their per-channel scales (float32) and zero points (int32)."""
-        total = sum(a.nbytes for arrays in self.weights.values() for a in arrays.values())
-        for layer in self.spec.layers:
-            if layer.quant is not None and layer.quant.weight is not None:
-                total += 8 * len(layer.quant.weight.scale)
-        return total
 
 
 def _tensor_quant(lo: float, hi: float) -> TensorQuant:
