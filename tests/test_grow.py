@@ -131,7 +131,7 @@ def test_add_outputs_keeps_old_logits():
     ([Layer("a", C, channels=2, kernel=(1, 1)), Layer("r", "reshape", shape=(4, 2, 1)),
       Layer("o", "linear", channels=2)], "a", 4, "reshape"),
     ([Layer("a", C, channels=2, kernel=(1, 1)), Layer("g", "global_avg_pool"),
-      Layer("o", "linear", channels=2)], "g", 4, "only conv2d and linear"),
+      Layer("o", "linear", channels=2)], "g", 4, "only layers that mix units widen: conv2d, linear"),
 ])
 def test_impossible_growth_raises(layers, name, width, message):
     spec = ModelSpec((2, 2, 2), tuple(layers))

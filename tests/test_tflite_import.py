@@ -16,7 +16,7 @@ from tinycl.model.adapt import adaptive_stage
 from tinycl.model.build import build
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, LayerQuant, ModelSpec, TensorQuant
-from tinycl.model.tflite import SUPPORTED_OPS, load_tflite
+from tinycl.model.tflite import load_tflite, supported_ops
 from tinycl.model.tflite_export import to_tflite
 from tinycl.quant.intexec import IntegerFrozenStage
 
@@ -139,7 +139,7 @@ def test_unsupported_op_names_op_layer_and_supported_set(tmp_path):
     path.write_bytes(writer.run())
     message = _one_line_model_error(path)
     assert "operator 1 TANH (output 'act') is not supported" in message
-    assert "supported: " + ", ".join(SUPPORTED_OPS) in message
+    assert "supported: " + ", ".join(supported_ops()) in message
 
 
 def test_unsupported_dtype_names_it(tmp_path):
@@ -204,6 +204,7 @@ def test_inspect_prints_every_layer(capsys, name):
     assert len(out) == 2 + len(q.spec.layers)
     last = q.spec.layers[-1]
     assert out[-1].split()[:3] == [str(len(q.spec.layers) - 1), last.name, last.op]
+    assert all(line.split()[-1] == "yes" for line in out[2:])  # sequential: every cut is a valid split
 
 
 def test_inspect_split_reports_frozen_adaptive_and_latent(capsys):
@@ -216,8 +217,8 @@ def test_inspect_split_reports_frozen_adaptive_and_latent(capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--split", "nope"], "no layer named 'nope'"),
-    (["--split", "99"], "--split index 99 is out of range"),
+    (["--split", "nope"], "unknown split layer 'nope'"),
+    (["--split", "99"], "split index 99 is out of range"),
     (["--classes", "3"], "--classes needs --split"),
 ])
 def test_inspect_bad_arguments(capsys, args, message):

@@ -1,7 +1,9 @@
 """`tinycl inspect MODEL.tflite [--split LAYER]`: the layers of a quantized model, to choose the replay layer.
 
 One row per layer: index, name, op, output shape (CHW), parameters, multiply-accumulates per sample, and the
-bytes of one latent at that layer stored at 8 bits (= its number of values; at Q bits: values x Q / 8).
+bytes of one latent at that layer stored at 8 bits (= its number of values; at Q bits: values x Q / 8), and
+whether a split after it is valid ("yes": its output is the only tensor crossing the cut; in a residual block a
+skip connection crosses it too).
 With --split LAYER (a name or an index) the model is cut after that layer: the frozen stage (int8 weights,
 run in integers) against the adaptive stage (fp32 weights, trained on the device), and the latent between them.
 --classes N shows the adaptive stage with a new N-class head in place of the file's classifier.
@@ -30,27 +32,18 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def _split_layer(spec, split: str) -> str:
-    from tinycl.errors import ConfigError
-
-    if split.isdigit():
-        i = int(split)
-        if not 0 <= i < len(spec.layers):
-            raise ConfigError(f"--split index {i} is out of range; allowed: 0..{len(spec.layers) - 1} or a name")
-        return spec.layers[i].name
-    spec.index(split)  # raises, listing the layer names
-    return split
-
-
 def layer_table(qmodel) -> str:
     """The per-layer table of a QuantizedModel (see the module docstring)."""
+    from tinycl.model.split import valid_points
+
     spec = qmodel.spec
-    rows = [("#", "name", "op", "output", "params", "MACs", "latent B@8b")]
+    valid = set(valid_points(spec))
+    rows = [("#", "name", "op", "output", "params", "MACs", "latent B@8b", "split")]
     for i, layer in enumerate(spec.layers):
         shape = spec.output_shape(layer.name)
         op = layer.op + (f"+{layer.activation}" if layer.activation != "none" else "")
         rows.append((str(i), layer.name, op, _shape(shape), f"{spec.num_params(layer):,}", f"{spec.macs(layer):,}",
-                     f"{math.prod(shape):,}"))
+                     f"{math.prod(shape):,}", "yes" if i in valid else "no"))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     left = {1, 2}
     lines = ["  ".join(c.ljust(w) if k in left else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths, strict=True)))
@@ -61,20 +54,15 @@ def layer_table(qmodel) -> str:
     return "\n".join([head, *lines])
 
 
-def split_report(qmodel, layer: str, classes: int | None) -> str:
-    """Frozen vs adaptive costs of cutting `qmodel` after `layer`."""
+def split_report(qmodel, layer: str | int, classes: int | None) -> str:
+    """Frozen vs adaptive costs of cutting `qmodel` after `layer` (a name or an index)."""
     from tinycl.model.adapt import adaptive_stage
-    from tinycl.model.quantized import QuantizedModel
+    from tinycl.model.split import Split
 
-    spec = qmodel.spec
-    n = spec.index(layer) + 1
-    frozen_spec = spec.with_layers(spec.layers[:n], input_quant=spec.input_quant)
-    frozen = QuantizedModel(frozen_spec, {k: v for k, v in qmodel.weights.items() if k in frozen_spec.names})
-    if classes is not None:
-        adaptive, _ = adaptive_stage(qmodel, layer, classes)
-    else:
-        adaptive = spec.with_layers(spec.layers[n:], input_shape=spec.output_shape(layer))
-    latent = spec.output_shape(layer)
+    split = Split.at(qmodel.spec, layer)
+    frozen, frozen_spec, n, layer = split.frozen_model(qmodel), split.frozen_spec, split.index, split.layer
+    adaptive = adaptive_stage(qmodel, layer, classes)[0] if classes is not None else split.adaptive_spec
+    latent = split.latent_shape
     values = math.prod(latent)
     a_params = adaptive.num_params()
     lines = [
@@ -97,8 +85,7 @@ def run(args) -> int:
     if args.classes is not None and args.split is None:
         raise ConfigError("--classes needs --split LAYER")
     qmodel = load_tflite(args.model)
-    layer = _split_layer(qmodel.spec, args.split) if args.split is not None else None
-    report = split_report(qmodel, layer, args.classes) if layer is not None else None
+    report = split_report(qmodel, args.split, args.classes) if args.split is not None else None
     print(layer_table(qmodel))
     if report is not None:
         print()

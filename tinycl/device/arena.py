@@ -16,15 +16,12 @@ import math
 from dataclasses import dataclass
 
 from tinycl.errors import ModelError
-from tinycl.model.ops import pads
+from tinycl.model.ops import OPS, ops_where, pads
 from tinycl.model.spec import Layer, ModelSpec
 
-__all__ = ["DEVICE_OPS", "KINDS", "PERSISTENT", "ArenaPlan", "LayerPlan", "Op", "Schedule", "Tensor", "plan_arena",
+__all__ = ["KINDS", "PERSISTENT", "ArenaPlan", "LayerPlan", "Op", "Schedule", "Tensor", "plan_arena",
            "training_schedule"]
 
-DEVICE_OPS = ("conv2d", "depthwise_conv2d", "linear", "avg_pool2d", "global_avg_pool", "relu", "relu6", "flatten",
-              "reshape")
-VIEW_OPS = ("flatten", "reshape")  # same bytes, another shape: no kernel, no tensor of their own
 KINDS = ("input", "activation", "gradient", "param", "param_grad", "momentum")
 PERSISTENT = ("param", "param_grad", "momentum")
 FLOAT_BYTES = 4
@@ -91,20 +88,20 @@ class Schedule:
 
 
 def _kernel(layer: Layer, pads: tuple[int, int, int, int]) -> str:
-    if layer.op == "conv2d":
-        pointwise = layer.kernel == (1, 1) and layer.stride == (1, 1) and not any(pads)
-        return "pointwise" if pointwise else "conv2d"
-    return {"depthwise_conv2d": "depthwise", "linear": "linear", "avg_pool2d": "avgpool",
-            "global_avg_pool": "global_avgpool", "relu": "activation", "relu6": "activation"}[layer.op]
+    """The op table's C training kernel; a 1x1 stride-1 unpadded conv2d runs the pointwise kernel."""
+    kernel = OPS[layer.op].device
+    if kernel == "conv2d" and layer.kernel == (1, 1) and layer.stride == (1, 1) and not any(pads):
+        return "pointwise"
+    return kernel
 
 
 def training_schedule(spec: ModelSpec, momentum: bool = True) -> Schedule:
-    """The calls of one SGD step on the adaptive stage `spec` (sequential, ops in DEVICE_OPS), float32 tensors.
-    `momentum`: whether SGD keeps momentum buffers."""
+    """The calls of one SGD step on the adaptive stage `spec` (sequential; ops with a C training kernel in the op
+    table), float32 tensors. `momentum`: whether SGD keeps momentum buffers."""
     for layer in spec.layers:
-        if layer.op not in DEVICE_OPS:
-            raise ModelError(f"device mode cannot train layer {layer.name!r} ({layer.op}); "
-                             f"allowed ops: {', '.join(DEVICE_OPS)}")
+        if OPS[layer.op].device is None:
+            raise ModelError(f"device mode cannot train layer {layer.name!r} ({layer.op}); allowed ops: "
+                             f"{', '.join(ops_where(lambda op: op.device is not None))}")
     sizes: dict[str, tuple[int, str]] = {"input": (math.prod(spec.input_shape) * FLOAT_BYTES, "input")}
 
     def new(name: str, count: int, kind: str) -> str:
@@ -118,7 +115,7 @@ def training_schedule(spec: ModelSpec, momentum: bool = True) -> Schedule:
             raise ModelError(f"device mode runs sequential stages; layer {layer.name!r} reads {layer.inputs}, "
                              f"not the previous layer {prev!r}")
         prev = layer.name
-        if layer.op in VIEW_OPS:
+        if OPS[layer.op].device == "view":  # same bytes, another shape: no kernel, no tensor of its own
             continue
         in_shape, out_shape = spec.input_shape_of(layer.name), spec.output_shape(layer.name)
         padding = pads(layer, *in_shape[1:]) if len(in_shape) == 3 else (0, 0, 0, 0)

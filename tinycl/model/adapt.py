@@ -29,19 +29,17 @@ __all__ = ["adaptive_stage"]
 _SHAPE_OPS = ("reshape", "flatten")
 
 
-def adaptive_stage(qmodel: QuantizedModel, split_layer: str | None, n_classes: int,
+def adaptive_stage(qmodel: QuantizedModel, split_layer: str | int | None, n_classes: int,
                    generator: torch.Generator | None = None, head_bias: bool = True
                    ) -> tuple[ModelSpec, dict[str, dict[str, np.ndarray]]]:
     """(float spec, float32 weights) of the layers above `split_layer` with a new `n_classes` head.
 
-    split_layer: the last frozen layer (its output is the latent), or None / "input" to train everything."""
+    split_layer: the last frozen layer (its output is the latent; a name or an index), or None / "input" to train
+    everything."""
     if n_classes < 1:
         raise ConfigError(f"n_classes must be at least 1, got {n_classes}")
     spec = qmodel.spec
-    if split_layer not in (None, "input") and spec.index(split_layer) == len(spec.layers) - 1:
-        upper = spec.with_layers([], input_shape=spec.output_shape(split_layer), name=f"{spec.name}[adaptive]")
-    else:
-        upper = Split.at(spec, split_layer).adaptive_spec
+    upper = Split.at(spec, split_layer).adaptive_spec
     layers = [replace(ly, quant=None) for ly in upper.layers]
     for ly in layers:
         if ly.op == "quantize" and any(ly.name in other.inputs for other in layers):

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tinycl.errors import ModelError
-from tinycl.model.ops import pads
+from tinycl.model.ops import OPS
 from tinycl.model.spec import Layer, ModelSpec
 
 __all__ = ["SpecModule", "build", "get_weights", "set_weights"]
-
-
-def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
-    if name == "relu":
-        return F.relu(x)
-    if name == "relu6":
-        return F.relu6(x)
-    return x
 
 
 class SpecModule(nn.Module):
@@ -34,72 +25,18 @@ class SpecModule(nn.Module):
             if not shapes:
                 continue
             holder = nn.Module()
-            # He initialisation (fan in): keeps the signal's scale through ReLU layers; biases start at 0
             weight = torch.empty(shapes["weight"])
-            nn.init.kaiming_normal_(weight, nonlinearity="relu", generator=generator)
+            OPS[layer.op].init(weight, generator)
             holder.weight = nn.Parameter(weight)
             holder.bias = nn.Parameter(torch.zeros(shapes["bias"])) if "bias" in shapes else None
             self.params[layer.name] = holder
-        self._keep = {n for layer in spec.layers for n in layer.inputs}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs: dict[str, torch.Tensor] = {"input": x}
-        for layer in self.spec.layers:
-            ins = [outputs[n] for n in layer.inputs] if layer.inputs else [x]
-            x = self.run_layer(layer, ins)
-            if layer.name in self._keep:
-                outputs[layer.name] = x
-        return x
+        return self.spec.walk(self.run_layer, x)
 
     def run_layer(self, layer: Layer, ins: list[torch.Tensor]) -> torch.Tensor:
-        x = ins[0]
-        op = layer.op
-        if op in ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d"):
-            t, b, l, r = pads(layer, x.shape[2], x.shape[3])
-            if op == "max_pool2d":
-                x = F.pad(x, (l, r, t, b), value=float("-inf")) if t + b + l + r else x
-                return F.max_pool2d(x, layer.kernel, layer.stride)
-            if op == "avg_pool2d":
-                # TFLite averages over the valid (unpadded) window elements only
-                if t + b + l + r == 0:
-                    return F.avg_pool2d(x, layer.kernel, layer.stride)
-                return _avg_pool_valid(x, layer, (t, b, l, r))
-            p = self.params[layer.name]
-            x = F.pad(x, (l, r, t, b)) if t + b + l + r else x
-            groups = x.shape[1] if op == "depthwise_conv2d" else 1
-            x = F.conv2d(x, p.weight, p.bias, stride=layer.stride, groups=groups)
-            return _activation(x, layer.activation)
-        if op == "linear":
-            p = self.params[layer.name]
-            return _activation(F.linear(x.flatten(1), p.weight, p.bias), layer.activation)
-        if op == "global_avg_pool":
-            return _activation(x.mean(dim=(2, 3)), layer.activation)
-        if op == "flatten":
-            return x.flatten(1)
-        if op == "relu":
-            return F.relu(x)
-        if op == "relu6":
-            return F.relu6(x)
-        if op == "pad":
-            t, b, l, r = layer.padding
-            return F.pad(x, (l, r, t, b))
-        if op == "add":
-            return _activation(sum(ins[1:], ins[0]), layer.activation)
-        if op == "quantize":  # a requantization between integer tensors: the identity in float
-            return x
-        if op == "softmax":
-            return F.softmax(x, dim=1)
-        if op == "reshape":
-            return x.reshape(x.shape[0], *layer.shape)
-        raise AssertionError(op)
-
-
-def _avg_pool_valid(x: torch.Tensor, layer: Layer, pads: tuple[int, int, int, int]) -> torch.Tensor:
-    t, b, l, r = pads
-    summed = F.avg_pool2d(F.pad(x, (l, r, t, b)), layer.kernel, layer.stride, divisor_override=1)
-    ones = F.pad(torch.ones_like(x[:1, :1]), (l, r, t, b))
-    count = F.avg_pool2d(ones, layer.kernel, layer.stride, divisor_override=1)
-    return summed / count
+        """One layer's torch forward (the op table's), on the outputs it reads."""
+        return OPS[layer.op].forward(layer, ins, self.params[layer.name] if layer.name in self.params else None)
 
 
 def build(spec: ModelSpec, weights: dict[str, dict[str, np.ndarray]] | None = None,

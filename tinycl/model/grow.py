@@ -20,13 +20,12 @@ from dataclasses import replace
 import numpy as np
 
 from tinycl.errors import ModelError
+from tinycl.model.ops import OPS, ops_where
 from tinycl.model.spec import ModelSpec
 
 __all__ = ["widen", "widen_all", "add_outputs", "growable_layers"]
 
 Weights = dict[str, dict[str, np.ndarray]]
-# ops that pass a channel (or feature) through unchanged, one output unit per input unit
-_PASS = ("relu", "relu6", "avg_pool2d", "max_pool2d", "global_avg_pool", "pad", "softmax")
 
 
 def _readers(spec: ModelSpec, name: str) -> list[int]:
@@ -50,11 +49,11 @@ def _path_to_consumer(spec: ModelSpec, name: str) -> list[int]:
         j = readers[0]
         layer = spec.layers[j]
         path.append(j)
-        if layer.op in ("conv2d", "linear"):
+        if OPS[layer.op].units == "mix":
             return path
-        if layer.op not in _PASS + ("depthwise_conv2d", "flatten"):
+        if OPS[layer.op].units != "pass":
             raise ModelError(f"cannot widen {name!r}: its units reach a {layer.op!r} layer ({layer.name!r}); "
-                             f"growth passes only through depthwise_conv2d, flatten and {', '.join(_PASS)}")
+                             f"growth passes only through {', '.join(ops_where(lambda op: op.units == 'pass'))}")
         current = layer.name
 
 
@@ -63,7 +62,7 @@ def growable_layers(spec: ModelSpec) -> list[str]:
     with a single chain to a conv2d/linear consumer)."""
     out = []
     for layer in spec.layers:
-        if layer.op not in ("conv2d", "linear"):
+        if OPS[layer.op].units != "mix":
             continue
         try:
             _path_to_consumer(spec, layer.name)
@@ -98,8 +97,9 @@ def widen(spec: ModelSpec, weights: Weights, name: str, width: int, rng: np.rand
     The input `weights` are not modified. rng chooses which units are copied and draws the symmetry-breaking
     noise (a relative standard deviation of each copy's outgoing share; 0.01 is a small value)."""
     layer = spec.layers[spec.index(name)]
-    if layer.op not in ("conv2d", "linear"):
-        raise ModelError(f"cannot widen {name!r}: op {layer.op!r}; only conv2d and linear layers widen")
+    if OPS[layer.op].units != "mix":
+        raise ModelError(f"cannot widen {name!r}: op {layer.op!r}; only layers that mix units widen: "
+                         f"{', '.join(ops_where(lambda op: op.units == 'mix'))}")
     old = layer.channels
     if not isinstance(width, int | np.integer) or width < old:
         raise ModelError(f"cannot widen {name!r} from {old} to {width} units: growth never removes units")
@@ -117,12 +117,12 @@ def widen(spec: ModelSpec, weights: Weights, name: str, width: int, rng: np.rand
     unit_size = 1  # values per unit along the flattened axis (after a flatten of C x H x W: H * W)
     for j in path:
         ly = spec.layers[j]
-        if ly.op == "depthwise_conv2d":
+        if OPS[ly.op].units == "pass" and ly.name in weights:  # per-unit parameters (depthwise): copied
             out[ly.name] = {k: v[unit_map] for k, v in weights[ly.name].items()}
         elif ly.op == "flatten":
             shape = spec.input_shape_of(ly.name)
             unit_size = math.prod(shape[1:])
-        elif ly.op in ("conv2d", "linear"):
+        elif OPS[ly.op].units == "mix":
             shares = _split_shares(unit_map, old, noise, rng).astype(np.float32)
             w = weights[ly.name]["weight"]
             if ly.op == "conv2d":
@@ -162,7 +162,7 @@ def add_outputs(spec: ModelSpec, weights: Weights, n: int, rng: np.random.Genera
     if not spec.layers:
         raise ModelError("cannot add outputs to an empty model")
     head = spec.layers[-1]
-    if head.op not in ("linear", "conv2d"):
+    if OPS[head.op].units != "mix":
         raise ModelError(f"cannot add outputs: the last layer {head.name!r} is {head.op!r}, not linear or conv2d")
     if n < 0:
         raise ModelError(f"cannot add {n} outputs: n must be >= 0")

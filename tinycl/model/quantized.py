@@ -6,6 +6,7 @@ this form, and the integer executor (`tinycl.quant.intexec`), the C int8 path an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +43,9 @@ class QuantizedModel:
         return out
 
     def input_quant_of(self, name: str) -> TensorQuant:
-        layer = self.spec.layers[self.spec.index(name)]
-        i = self.spec.index(name)
-        source = layer.inputs[0] if layer.inputs else (self.spec.layers[i - 1].name if i else "input")
-        if source == "input":
-            return self.spec.input_quant
-        return self.spec.layers[self.spec.index(source)].quant.output
+        """Quantization of the (first) tensor layer `name` reads."""
+        source = self.spec.sources(self.spec.layers[self.spec.index(name)])[0]
+        return self.spec.input_quant if source == "input" else self.spec.layers[self.spec.index(source)].quant.output
 
     @property
     def nbytes(self) -> int:
@@ -56,4 +54,19 @@ class QuantizedModel:
         for layer in self.spec.layers:
             if layer.quant is not None and layer.quant.weight is not None:
                 total += 8 * len(layer.quant.weight.scale)
+        return total
+
+    @classmethod
+    def nbytes_for(cls, spec: ModelSpec) -> int:
+        """What `nbytes` of a quantized model of `spec` is, without its weights: 1 byte per weight (int8 or
+        uint8), 4 per bias (int32), 8 per weight scale (float32 scale + int32 zero point). The scales are the
+        layers' own `quant` records where present, else one per output channel (as quant.ptq quantizes)."""
+        total = 0
+        for layer in spec.layers:
+            shapes = spec.weight_shapes(layer)
+            if not shapes:
+                continue
+            wq = layer.quant.weight if layer.quant is not None else None
+            scales = len(wq.scale) if wq is not None else shapes["weight"][0]
+            total += math.prod(shapes["weight"]) + 4 * math.prod(shapes.get("bias", (0,))) + 8 * scales
         return total

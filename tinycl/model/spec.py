@@ -8,32 +8,14 @@ Tensors are laid out CHW (batch first when batched); weights OIHW for convolutio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from tinycl.errors import ModelError
-from tinycl.model.ops import pads
+from tinycl.model.ops import ACTIVATIONS, OPS
 
-__all__ = ["Layer", "LayerQuant", "ModelSpec", "OPS", "ACTIVATIONS", "TensorQuant"]
-
-# op -> does it carry weights
-OPS = {
-    "conv2d": True,
-    "depthwise_conv2d": True,
-    "linear": True,
-    "avg_pool2d": False,
-    "max_pool2d": False,
-    "global_avg_pool": False,  # (C, H, W) -> (C,)
-    "flatten": False,  # (C, H, W) -> (C*H*W,)
-    "relu": False,
-    "relu6": False,
-    "pad": False,
-    "add": False,  # elementwise sum of the outputs named in `inputs`
-    "softmax": False,
-    "reshape": False,  # to `shape`
-    "quantize": False,  # requantize to this layer's output quantization (identity in float)
-}
-ACTIVATIONS = ("none", "relu", "relu6")
-
+__all__ = ["Layer", "LayerQuant", "ModelSpec", "TensorQuant"]
 
 @dataclass(frozen=True)
 class TensorQuant:
@@ -101,7 +83,7 @@ class Layer:
 
     @property
     def has_weights(self) -> bool:
-        return OPS[self.op]
+        return OPS[self.op].has_weights
 
 
 @dataclass(frozen=True)
@@ -140,34 +122,23 @@ class ModelSpec:
         return (self.layers[i - 1].name if i else "input",)
 
     def _out_shape(self, layer: Layer, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
-        x = ins[0]
-        op = layer.op
-        if op in ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d"):
-            if len(x) != 3:
-                raise ModelError(f"layer {layer.name!r} ({op}) needs a CHW input, got shape {x}")
-            c, h, w = x
-            t, b, l, r = pads(layer, h, w)
-            oh = (h + t + b - layer.kernel[0]) // layer.stride[0] + 1
-            ow = (w + l + r - layer.kernel[1]) // layer.stride[1] + 1
-            if oh < 1 or ow < 1:
-                raise ModelError(f"layer {layer.name!r}: kernel {layer.kernel} does not fit input {x}")
-            oc = layer.channels if op == "conv2d" else c
-            return (oc, oh, ow)
-        if op == "linear":
-            return (layer.channels,)
-        if op == "global_avg_pool":
-            return (x[0],)
-        if op == "flatten":
-            return (math.prod(x),)
-        if op == "pad":
-            t, b, l, r = layer.padding
-            return (x[0], x[1] + t + b, x[2] + l + r)
-        if op == "reshape":
-            if math.prod(layer.shape) != math.prod(x):
-                raise ModelError(f"layer {layer.name!r}: cannot reshape {x} to {layer.shape}")
-            return tuple(layer.shape)
-        if op == "add" and any(s != x for s in ins):
-            raise ModelError(f"layer {layer.name!r}: add needs equal shapes, got {ins}")
+        return tuple(OPS[layer.op].out_shape(layer, ins))
+
+    def walk(self, step: Callable[[Layer, list], Any], x, *, upto: int | None = None, keep_all: bool = False):
+        """The one walk over the graph: step(layer, inputs) for layers[:upto] in order, where inputs are the
+        tensors the layer reads (`sources`), starting from the model input `x`. Returns the last output, or with
+        keep_all a dict {layer name: output} of every layer. Other outputs are dropped once no later layer
+        reads them."""
+        layers = self.layers[:upto]
+        read = {n for i, layer in enumerate(layers) for n in self.sources(layer, i)}
+        saved = {"input": x}
+        for i, layer in enumerate(layers):
+            x = step(layer, [saved[n] for n in self.sources(layer, i)])
+            if keep_all or layer.name in read:
+                saved[layer.name] = x
+        if keep_all:
+            saved.pop("input")
+            return saved
         return x
 
     def output_shape(self, name: str | None = None) -> tuple[int, ...]:
@@ -177,11 +148,8 @@ class ModelSpec:
         return self._shapes[name or self.layers[-1].name]
 
     def input_shape_of(self, name: str) -> tuple[int, ...]:
-        i = self.index(name)
-        layer = self.layers[i]
-        if layer.inputs:
-            return self._shapes[layer.inputs[0]]
-        return self._shapes[self.layers[i - 1].name] if i else tuple(self.input_shape)
+        """Shape of the (first) tensor layer `name` reads."""
+        return self._shapes[self.sources(self.layers[self.index(name)])[0]]
 
     def index(self, name: str) -> int:
         for i, layer in enumerate(self.layers):
@@ -196,18 +164,8 @@ class ModelSpec:
     # -- costs ---------------------------------------------------------------------------------------
     def weight_shapes(self, layer: Layer) -> dict[str, tuple[int, ...]]:
         """Shapes of a layer's parameters: {"weight": ..., "bias": ...} (empty for ops without weights)."""
-        cin = self.input_shape_of(layer.name)[0]
-        if layer.op == "conv2d":
-            shapes = {"weight": (layer.channels, cin, *layer.kernel)}
-        elif layer.op == "depthwise_conv2d":
-            shapes = {"weight": (cin, 1, *layer.kernel)}
-        elif layer.op == "linear":
-            shapes = {"weight": (layer.channels, math.prod(self.input_shape_of(layer.name)))}
-        else:
-            return {}
-        if layer.bias:
-            shapes["bias"] = (shapes["weight"][0],)
-        return shapes
+        op = OPS[layer.op]
+        return op.weight_shapes(layer, self.input_shape_of(layer.name)) if op.has_weights else {}
 
     def num_params(self, layer: Layer | None = None) -> int:
         layers = [layer] if layer is not None else self.layers
@@ -217,15 +175,7 @@ class ModelSpec:
         """Multiply-accumulates of one forward pass for one sample (of one layer, or the whole model)."""
         if layer is None:
             return sum(self.macs(ly) for ly in self.layers)
-        out = self.output_shape(layer.name)
-        if layer.op == "conv2d":
-            cin = self.input_shape_of(layer.name)[0]
-            return math.prod(out) * cin * layer.kernel[0] * layer.kernel[1]
-        if layer.op == "depthwise_conv2d":
-            return math.prod(out) * layer.kernel[0] * layer.kernel[1]
-        if layer.op == "linear":
-            return layer.channels * math.prod(self.input_shape_of(layer.name))
-        return 0
+        return OPS[layer.op].macs(layer, self.input_shape_of(layer.name), self.output_shape(layer.name))
 
     def with_layers(self, layers, input_shape=None, input_quant=None, name=None) -> ModelSpec:
         return replace(

@@ -28,13 +28,12 @@ import numpy as np
 import tflite
 
 from tinycl.errors import ModelError
+from tinycl.model.ops import OPS
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, LayerQuant, ModelSpec, TensorQuant
 
-__all__ = ["SUPPORTED_OPS", "TfliteImport", "load_tflite", "read_tflite"]
+__all__ = ["supported_ops", "TfliteImport", "load_tflite", "read_tflite"]
 
-SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "ADD",
-                 "PAD", "RESHAPE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6")
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _DTYPES = {v: k.lower() for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}  # TFLite ActivationFunctionType -> spec activation
@@ -46,6 +45,11 @@ _OPTIONS = {"CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.Depthwi
 _GENERIC = re.compile(r"^(Relu6?|BiasAdd|Conv2D(_Fold)?|depthwise(_Fold)?|add_fold|AvgPool|MaxPool|Reshape(_\d+)?|"
                       r"Squeeze|Mean|Softmax|Identity|MatMul|Add(V2)?|Pad|FusedBatchNorm\w*|BatchNorm\w*|"
                       r"\w*[Ff]ake[Qq]uant\w*|act_quant\w*)$")
+
+
+def supported_ops() -> tuple[str, ...]:
+    """The TFLite operators the importer reads: those of the op table, and a trailing DEQUANTIZE (dropped)."""
+    return (*(name for op in OPS.values() for name in op.tflite), "DEQUANTIZE")
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,8 @@ class _Importer:
             opname = self.opname(op)
             out = op.Outputs(0)
             where = f"operator {i} {opname} (output {self.tname(out)!r})"
-            if opname not in SUPPORTED_OPS:
-                raise ModelError(f"{where} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+            if opname not in supported_ops():
+                raise ModelError(f"{where} is not supported; supported: {', '.join(supported_ops())}")
             x = op.Inputs(0)
             if opname == "QUANTIZE" and x == t_in and self.dtype(x) == "float32":
                 input_float, input_quant = True, self.act_quant(out, where)

@@ -19,7 +19,7 @@ import numpy as np
 import tflite
 
 from tinycl.errors import ModelError
-from tinycl.model.ops import pads
+from tinycl.model.ops import OPS, pads
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, TensorQuant
 
@@ -27,7 +27,6 @@ __all__ = ["to_tflite", "write_tflite"]
 
 _TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int8": 9}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
-_SAME_QUANT = ("avg_pool2d", "max_pool2d", "pad", "reshape", "flatten")  # TFLite: output quant = input quant
 _OPTION_TYPES = {name: getattr(tflite.BuiltinOptions, name) for name in (
     "Conv2DOptions", "DepthwiseConv2DOptions", "FullyConnectedOptions", "Pool2DOptions", "ReducerOptions",
     "AddOptions", "SoftmaxOptions", "ReshapeOptions", "PadOptions", "QuantizeOptions", "DequantizeOptions")}
@@ -91,7 +90,7 @@ class _Writer:
         for i, layer in enumerate(layers):
             if layer.name in skip:
                 continue
-            sources = layer.inputs or ((layers[i - 1].name if i else "input"),)
+            sources = self.spec.sources(layer, i)
             ins = [out_of[s] for s in sources]
             for s in sources:
                 if s in self.hwc_flat and layer.op != "linear":
@@ -104,7 +103,7 @@ class _Writer:
             q = layer.quant.output
             out = self.tensor(f"{nxt.name};{layer.name}" if keep_dims else layer.name, _nhwc(shape), q.dtype, q)
             in_q = self.tensors[ins[0]]["quant"]
-            if layer.op in _SAME_QUANT and (np.float32(in_q.scale[0]), in_q.zero_point[0]) != (
+            if OPS[layer.op].same_quant and (np.float32(in_q.scale[0]), in_q.zero_point[0]) != (
                     np.float32(q.scale[0]), q.zero_point[0]):
                 # TFLite needs these ops' output in their input's quantization: compute there, then requantize
                 moved = self.tensor(f"{layer.name}/in_quant", _nhwc(shape), in_q.dtype, in_q)

@@ -15,13 +15,11 @@ import numpy as np
 import torch
 
 from tinycl.model.build import build
+from tinycl.model.ops import OPS
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import LayerQuant, ModelSpec, TensorQuant
 
-__all__ = ["quantize_model", "INHERIT_QUANT"]
-
-# ops whose output has the quantization of their input (they move or select values, never compute new ones)
-INHERIT_QUANT = ("flatten", "reshape", "pad", "max_pool2d")
+__all__ = ["quantize_model"]
 
 
 def _tensor_quant(lo: float, hi: float) -> TensorQuant:
@@ -40,24 +38,18 @@ def quantize_model(spec: ModelSpec, weights: dict, calibration: np.ndarray, batc
         for start in range(0, len(calibration), batch_size):
             x = torch.as_tensor(np.asarray(calibration[start: start + batch_size], np.float32))
             lo["input"], hi["input"] = min(lo["input"], x.min().item()), max(hi["input"], x.max().item())
-            outputs = {"input": x}
-            for layer in spec.layers:
-                ins = [outputs[n] for n in layer.inputs] if layer.inputs else [x]
-                x = module.run_layer(layer, ins)
-                outputs[layer.name] = x
-                lo[layer.name] = min(lo[layer.name], x.min().item())
-                hi[layer.name] = max(hi[layer.name], x.max().item())
+            for name, y in spec.walk(module.run_layer, x, keep_all=True).items():
+                lo[name], hi[name] = min(lo[name], y.min().item()), max(hi[name], y.max().item())
 
     input_quant = _tensor_quant(lo["input"], hi["input"])
     quant_of = {"input": input_quant}
     layers, qweights = [], {}
-    prev = "input"
-    for layer in spec.layers:
-        source = layer.inputs[0] if layer.inputs else prev
-        in_q = quant_of[source]
-        if layer.op in INHERIT_QUANT:
+    for i, layer in enumerate(spec.layers):
+        in_q = quant_of[spec.sources(layer, i)[0]]
+        rule = OPS[layer.op].quant
+        if rule == "input":
             out_q = in_q
-        elif layer.op == "softmax":  # TFLite fixes softmax outputs to scale 1/256, zero point -128
+        elif rule == "softmax":  # TFLite fixes softmax outputs to scale 1/256, zero point -128
             out_q = TensorQuant((1 / 256,), (-128,), "int8")
         else:
             out_q = _tensor_quant(lo[layer.name], hi[layer.name])
@@ -76,5 +68,4 @@ def quantize_model(spec: ModelSpec, weights: dict, calibration: np.ndarray, batc
                 qweights[layer.name]["bias"] = np.clip(qb, -(2**31), 2**31 - 1).astype(np.int32)
         quant_of[layer.name] = out_q
         layers.append(replace(layer, quant=LayerQuant(output=out_q, weight=w_q)))
-        prev = layer.name
     return QuantizedModel(spec.with_layers(layers, input_quant=input_quant), qweights)
