@@ -36,13 +36,11 @@ import torch
 
 from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
 from tinycl.distill import DistillConfig
-from tinycl.flops import inference_flops, training_flops
 from tinycl.growth import GrowthConfig
 from tinycl.io import atomic_write_json
 from tinycl.memory import ReplayMemory
-from tinycl.metrics import AccuracyMatrix
 from tinycl.plots import plot_accuracy
-from tinycl.runner import evaluate, make_learner, prepare
+from tinycl.runner import prepare, run_experiment
 
 # Subsets keep a run inside the 2-core budget; "1%" is 1% of the training data each run uses.
 TRAIN = TrainConfig(epochs=4, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -71,17 +69,21 @@ ROWS = ("naive", "random replay", "random replay, balanced", "distilled", "disti
         "fixed large + distilled", "joint")
 
 
-def _row_config(cfg: RunConfig, row: str) -> tuple[RunConfig, str]:
+BASELINES = {"naive": "naive", "joint": "joint", "random replay": "latent_replay"}  # row -> strategy
+
+
+def _row_config(cfg: RunConfig, row: str) -> RunConfig:
     if row == "distilled":
-        return dataclasses.replace(cfg, growth=GrowthConfig()), "distilled_replay"
+        return dataclasses.replace(cfg, strategy="distilled_replay", growth=GrowthConfig())
     if row == "random replay, balanced":  # distilled replay's learner, its sets left at their random init
-        return dataclasses.replace(cfg, growth=GrowthConfig(),
-                                   distill=dataclasses.replace(cfg.distill, iterations=0)), "distilled_replay"
+        return dataclasses.replace(cfg, strategy="distilled_replay", growth=GrowthConfig(),
+                                   distill=dataclasses.replace(cfg.distill, iterations=0))
     if row == "distilled + growth":
-        return cfg, "distilled_replay"
+        return dataclasses.replace(cfg, strategy="distilled_replay")
     if row == "fixed large + distilled":
-        return dataclasses.replace(cfg, growth=GrowthConfig(start_factor=cfg.growth.max_factor)), "distilled_replay"
-    return cfg, {"naive": "naive", "joint": "joint", "random replay": "latent_replay"}[row]
+        return dataclasses.replace(cfg, strategy="distilled_replay",
+                                   growth=GrowthConfig(start_factor=cfg.growth.max_factor))
+    return dataclasses.replace(cfg, strategy=BASELINES[row])
 
 
 def _capacity(cfg: RunConfig, shape, budget: int, n_classes: int) -> int:
@@ -89,40 +91,26 @@ def _capacity(cfg: RunConfig, shape, budget: int, n_classes: int) -> int:
     return ReplayMemory.capacity_for(budget, shape, cfg.memory.bits, n_classes=n_classes)
 
 
+RESULT_KEYS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
+               "final_mean_task_accuracy", "accuracy_after_each", "replay_bytes", "seconds")
+
+
 def run_row(cfg: RunConfig, setup, row: str, replay_budget: int | None) -> dict:
-    rcfg, strategy = _row_config(cfg, row)
+    """One row through the runner's loop (tinycl.runner.run_experiment): its metrics, FLOPs from the learner's
+    own log. seconds: training only (partial_fit), not evaluation."""
+    rcfg = _row_config(cfg, row)
     if row == "random replay":
         capacity = _capacity(rcfg, setup.split.latent_shape, replay_budget, setup.scenario.n_classes)
         rcfg = dataclasses.replace(rcfg, memory=dataclasses.replace(rcfg.memory, capacity=capacity))
-    learner = make_learner(rcfg, setup, strategy)
-    passes = [0]
-    if not hasattr(learner, "flops_"):  # baselines: count the sample passes their training loop makes
-        step = learner._step
-
-        def counted(opt, z, y):
-            passes[0] += len(y)
-            return step(opt, z, y)
-
-        learner._step = counted
-    matrix = AccuracyMatrix(len(setup.scenario))
-    t0 = time.perf_counter()
-    for i, exp in enumerate(setup.scenario.train):
-        learner.partial_fit(exp)
-        matrix.update(i, *evaluate(learner, setup.scenario, i))
-    seconds = time.perf_counter() - t0
-    out = {"row": row, **matrix.result(), "accuracy_after_each": matrix.seen_accuracy.tolist(),
-           "replay_bytes": learner.replay_nbytes, "seconds": seconds,
-           "inference_flops": inference_flops(learner.adaptive.spec), "params": learner.adaptive.spec.num_params()}
-    if hasattr(learner, "flops_"):
-        extra = learner.extra_metrics()
-        f = extra["flops"]
-        out.update(train_flops=f["train_flops"], distill_flops=f["distill_flops"], growth=extra["growth"],
-                   synthetic=sum(extra["synthetic_per_class"].values()),
-                   train_flops_per_experience=[e["train_flops"] for e in f["per_experience"]])
-    else:
-        out["train_flops"] = passes[0] * training_flops(learner.adaptive.spec)
-        if row == "random replay":
-            out["capacity"] = learner.memory.capacity
+    m = run_experiment(rcfg, setup=setup)
+    f = m["flops"]
+    out = {"row": row, **{k: m[k] for k in RESULT_KEYS if k in m},
+           "inference_flops": f["fixed_model"]["inference_flops"], "params": f["fixed_model"]["params"],
+           "train_flops": f["train_flops"], "distill_flops": f["distill_flops"], "growth": m["growth"],
+           "synthetic": sum(m["synthetic_per_class"].values()),
+           "train_flops_per_experience": [e["train_flops"] for e in f["per_experience"]]}
+    if row == "random replay":
+        out["capacity"] = capacity
     return out
 
 

@@ -31,13 +31,9 @@ from tinycl.data.registry import load_dataset
 from tinycl.errors import TinyclError
 from tinycl.frozen import ImageInput, LatentCache
 from tinycl.io import atomic_write_bytes
-from tinycl.model.adapt import adaptive_stage
-from tinycl.model.split import Split
 from tinycl.model.tflite import load_tflite
-from tinycl.protocols import PROTOCOLS
 from tinycl.quant.intexec import IntegerFrozenStage
-from tinycl.runner import Setup, run_experiment
-from tinycl.scenarios import nic_stream
+from tinycl.runner import Setup, prepare, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "benchmarks/configs/cifar10_mobilenet_qlr.toml"
@@ -194,19 +190,11 @@ class Study:
                        train=replace(c.train, lr=lr, epochs=r.get("epochs", c.train.epochs)))
 
     def setup(self, cfg: RunConfig, validation: bool = False) -> Setup:
-        ds = self.val if validation else self.ds
-        rng = np.random.default_rng(cfg.seed)
-        d = cfg.data
-        if d.protocol == "nic":
-            scenario = nic_stream(ds, first_classes=d.first_classes, first_size=d.first_size,
-                                  batch_size=d.batch_size, rng=rng)
-        else:
-            scenario = PROTOCOLS[d.protocol](ds, rng=rng, config=d)
-        layer = cfg.model.split
-        split = Split.at(self.qmodel.spec, layer)
-        cache = (self.val_caches if validation else self.caches)[layer]
-        spec, weights = adaptive_stage(self.qmodel, layer, ds.n_classes, torch.Generator().manual_seed(cfg.seed))
-        return Setup(ds, scenario, self.qmodel.spec, split, cache.stage, cache, spec, weights)
+        """The runner's Setup of `cfg` on the study's data (or the lr search's), its frozen stage and latent cache
+        replaced by the preloaded ones of cfg's layer (the same integer stage; every latent already computed)."""
+        whole = replace(cfg, data=replace(cfg.data, n_train=None, n_test=None))  # self.ds is the subset already
+        cache = (self.val_caches if validation else self.caches)[cfg.model.split]
+        return replace(prepare(whole, dataset=self.val if validation else self.ds), frozen=cache.stage, cache=cache)
 
 
 # -- results ----------------------------------------------------------------------------------------------------

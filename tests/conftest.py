@@ -1,18 +1,45 @@
-"""Shared test helpers: where the real data and models are, and fixtures that skip cleanly without them.
+"""Shared test helpers: where the real data and models are, and fixtures that need them.
 
 The real data and models live outside the repository: $TINYCL_DATA / $TINYCL_MODELS if set, else
-<repo>/../shared/{data,models}. Tests never write to the user's cache: TINYCL_CACHE points at a temporary
-directory for the whole session.
+<repo>/../shared/{data,models}. A test whose reference (a shared file, a model, the LiteRT interpreter) is
+missing skips, naming what is missing; with TINYCL_REQUIRE_REFERENCES=1 (set by .ci/run) it fails instead,
+so a green CI run proves every reference comparison ran. Tests never write to the user's cache: TINYCL_CACHE
+points at a temporary directory for the whole session.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+REQUIRE_REFERENCES = "TINYCL_REQUIRE_REFERENCES"
+
+
+def references_required() -> bool:
+    """True when $TINYCL_REQUIRE_REFERENCES is set to anything but "" or "0"."""
+    return os.environ.get(REQUIRE_REFERENCES, "") not in ("", "0")
+
+
+def missing_reference(what: str) -> NoReturn:
+    """Skip the test because `what` (a sentence naming the missing reference) is missing; a failure instead
+    under TINYCL_REQUIRE_REFERENCES=1, where a skipped reference test would hide an unchecked claim."""
+    if references_required():
+        pytest.fail(f"{what} ({REQUIRE_REFERENCES}=1: references must be present)", pytrace=False)
+    pytest.skip(what)
+
+
+def require_module(name: str) -> ModuleType:
+    """The imported module, or missing_reference naming it (pytest.importorskip that obeys the switch)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        missing_reference(f"module {name} is not installed ({err})")
 
 
 def shared_data_dir() -> Path:
@@ -26,19 +53,19 @@ def shared_models_dir() -> Path:
 
 
 def require_shared_data(*rel: str) -> Path:
-    """The shared data root, or pytest.skip naming the first missing path (rel: paths inside the data root)."""
+    """The shared data root, or missing_reference naming the first missing path (rel: paths inside the root)."""
     root = shared_data_dir()
     for r in rel or ("",):
         if not (root / r).exists():
-            pytest.skip(f"real data not found at {root / r} (set TINYCL_DATA to the shared data root)")
+            missing_reference(f"real data not found at {root / r} (set TINYCL_DATA to the shared data root)")
     return root
 
 
 def require_shared_model(name: str) -> Path:
-    """Path of a model file in the shared models dir, or pytest.skip naming where it was looked for."""
+    """Path of a model file in the shared models dir, or missing_reference naming where it was looked for."""
     path = shared_models_dir() / name
     if not path.exists():
-        pytest.skip(f"model not found at {path} (set TINYCL_MODELS to the shared models dir)")
+        missing_reference(f"model not found at {path} (set TINYCL_MODELS to the shared models dir)")
     return path
 
 
@@ -52,16 +79,16 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The shared data root; skips if it is absent."""
+    """The shared data root (missing_reference if it is absent)."""
     return require_shared_data()
 
 
 @pytest.fixture
 def shared_models() -> Path:
-    """The shared models dir; skips if it is absent."""
+    """The shared models dir (missing_reference if it is absent)."""
     path = shared_models_dir()
     if not path.is_dir():
-        pytest.skip(f"models not found at {path} (set TINYCL_MODELS to the shared models dir)")
+        missing_reference(f"models not found at {path} (set TINYCL_MODELS to the shared models dir)")
     return path
 
 

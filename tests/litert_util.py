@@ -7,9 +7,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-from conftest import require_shared_model
+from conftest import require_module, require_shared_model
 
 from tinycl.model.build import build, get_weights
 from tinycl.model.quantized import QuantizedModel
@@ -34,7 +33,7 @@ def image(name: str, size: int) -> np.ndarray:
 
 def interpreter(model: bytes | Path, kernels: str = "optimized"):
     """A LiteRT interpreter with the given built-in kernel set, keeping all intermediate tensors."""
-    lite = pytest.importorskip("ai_edge_litert.interpreter")
+    lite = require_module("ai_edge_litert.interpreter")
     resolver = getattr(lite.OpResolverType, RESOLVERS[kernels])
     source = dict(model_path=str(model)) if isinstance(model, Path) else dict(model_content=bytes(model))
     with warnings.catch_warnings():

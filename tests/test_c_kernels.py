@@ -3,7 +3,6 @@ trains (tinycl.model.build); packing of Q-bit codes exactly against tinycl.quant
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import math
 
@@ -30,18 +29,6 @@ RTOL = 1e-5
 @pytest.fixture(scope="module")
 def lib():
     return load_library()
-
-
-def fp(a: np.ndarray | None):
-    if a is None:
-        return None
-    assert a.dtype == np.float32 and a.flags.c_contiguous
-    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-
-
-def u8(a: np.ndarray):
-    assert a.dtype == np.uint8 and a.flags.c_contiguous
-    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 def close(got: np.ndarray, want: torch.Tensor | np.ndarray, what: str) -> None:
@@ -74,7 +61,7 @@ def torch_layer(layer: Layer, in_shape: tuple[int, ...], seed: int):
 
 def run_weighted(lib, kind: str, layer: Layer, in_shape: tuple[int, ...], seed: int) -> None:
     spec, a, ref = torch_layer(layer, in_shape, seed)
-    s = ctypes.byref(conv_shape(spec, layer))
+    s = conv_shape(spec, layer)
     rng = np.random.default_rng(seed)
     nan = np.float32(np.nan)
     y = np.full(ref["y"].numel(), nan, np.float32)  # forward and input-grad kernels must overwrite
@@ -84,13 +71,13 @@ def run_weighted(lib, kind: str, layer: Layer, in_shape: tuple[int, ...], seed: 
     dw, db = dw0.copy(), None if db0 is None else db0.copy()
     if kind == "linear":
         n_in, n_out = a["x"].size, a["w"].shape[0]
-        lib.linear_forward(n_in, n_out, fp(a["x"]), fp(a["w"]), fp(a["b"]), fp(y))
-        lib.linear_weight_grad(n_in, n_out, fp(a["x"]), fp(a["dy"]), fp(dw), fp(db))
-        lib.linear_input_grad(n_in, n_out, fp(a["dy"]), fp(a["w"]), fp(dx))
+        lib.linear_forward(n_in, n_out, a["x"], a["w"], a["b"], y)
+        lib.linear_weight_grad(n_in, n_out, a["x"], a["dy"], dw, db)
+        lib.linear_input_grad(n_in, n_out, a["dy"], a["w"], dx)
     else:
-        getattr(lib, f"{kind}_forward")(s, fp(a["x"]), fp(a["w"]), fp(a["b"]), fp(y))
-        getattr(lib, f"{kind}_weight_grad")(s, fp(a["x"]), fp(a["dy"]), fp(dw), fp(db))
-        getattr(lib, f"{kind}_input_grad")(s, fp(a["dy"]), fp(a["w"]), fp(dx))
+        getattr(lib, f"{kind}_forward")(s, a["x"], a["w"], a["b"], y)
+        getattr(lib, f"{kind}_weight_grad")(s, a["x"], a["dy"], dw, db)
+        getattr(lib, f"{kind}_input_grad")(s, a["dy"], a["w"], dx)
     # the runtime fuses the activation after the kernel; these layers have none, so y is the kernel's output
     close(y, ref["y"], f"{kind} forward")
     close(dx, ref["dx"], f"{kind} input grad")
@@ -144,11 +131,11 @@ def test_linear(lib, in_shape, n_out):
 def test_avgpool(lib, in_shape, k, s, pad):
     layer = Layer("pool", "avg_pool2d", kernel=k, stride=s, padding=pad)
     spec, a, ref = torch_layer(layer, in_shape, seed=3)
-    shape = ctypes.byref(conv_shape(spec, layer))
+    shape = conv_shape(spec, layer)
     y = np.full(ref["y"].numel(), np.nan, np.float32)
     dx = np.full(ref["dx"].numel(), np.nan, np.float32)
-    lib.avgpool_forward(shape, fp(a["x"]), fp(y))
-    lib.avgpool_input_grad(shape, fp(a["dy"]), fp(dx))
+    lib.avgpool_forward(shape, a["x"], y)
+    lib.avgpool_input_grad(shape, a["dy"], dx)
     close(y, ref["y"], "avgpool forward")
     close(dx, ref["dx"], "avgpool input grad")
 
@@ -157,25 +144,26 @@ def test_global_avgpool(lib):
     c, h, w = 6, 5, 3
     _, a, ref = torch_layer(Layer("gap", "global_avg_pool"), (c, h, w), seed=4)
     y, dx = np.empty(c, np.float32), np.empty(c * h * w, np.float32)
-    lib.global_avgpool_forward(c, h * w, fp(a["x"]), fp(y))
-    lib.global_avgpool_input_grad(c, h * w, fp(a["dy"]), fp(dx))
+    lib.global_avgpool_forward(c, h * w, a["x"], y)
+    lib.global_avgpool_input_grad(c, h * w, a["dy"], dx)
     close(y, ref["y"], "global avgpool forward")
     close(dx, ref["dx"], "global avgpool input grad")
 
 
-@pytest.mark.parametrize("act,code", [("relu", 1), ("relu6", 2)])
-def test_activations(lib, act, code):
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_activations(lib, act):
+    code = lib.constant(f"TCL_ACT_{act.upper()}")
     x = torch.tensor([-2.0, -0.0, 0.0, 0.5, 3.0, 5.999, 6.0, 6.5, 100.0] * 3, requires_grad=True)
     y = F.relu(x) if act == "relu" else F.relu6(x)
     dy = torch.linspace(-1, 1, x.numel())
     y.backward(dy)
     xs, n = x.detach().numpy().copy(), x.numel()
     out, dx = np.empty(n, np.float32), np.empty(n, np.float32)
-    lib.activation_forward(code, n, fp(xs), fp(out))
-    lib.activation_input_grad(code, n, fp(out), fp(dy.numpy()), fp(dx))
+    lib.activation_forward(code, n, xs, out)
+    lib.activation_input_grad(code, n, out, dy.numpy(), dx)
     np.testing.assert_array_equal(out, y.detach().numpy())
     np.testing.assert_array_equal(dx, x.grad.numpy())
-    lib.activation_forward(code, n, fp(xs), fp(xs))  # in place, as the runtime fuses it
+    lib.activation_forward(code, n, xs, xs)  # in place, as the runtime fuses it
     np.testing.assert_array_equal(xs, out)
 
 
@@ -187,7 +175,7 @@ def test_softmax_xent(lib, n, label):
     loss = F.cross_entropy(zr[None], torch.tensor([label]))
     (loss * 0.25).backward()  # scale 1/4: a sample of a mini-batch of 4
     dz = np.empty(n, np.float32)
-    got = lib.softmax_xent(n, fp(z.numpy()), label, 0.25, fp(dz))
+    got = lib.softmax_xent(n, z.numpy(), label, 0.25, dz)
     assert got == pytest.approx(loss.item(), rel=RTOL, abs=RTOL)
     close(dz, zr.grad, "softmax xent grad")
 
@@ -203,7 +191,7 @@ def test_sgd_matches_torch(lib, momentum, wd):
         grad = torch.randn(37, generator=g)
         p.grad = grad.clone()
         opt.step()
-        lib.sgd_update(w.size, fp(w), fp(grad.numpy()), fp(v), 0.1, momentum, wd)
+        lib.sgd_update(w.size, w, grad.numpy(), v, 0.1, momentum, wd)
         close(w, p.detach(), "sgd weights")
         if momentum:
             close(v, opt.state[p]["momentum_buffer"], "sgd momentum buffer")
@@ -218,10 +206,10 @@ def test_pack_unpack_exact(lib, bits):
         want = packing.pack_codes(codes, bits)
         assert lib.packed_nbytes(count, bits) == want.size == math.ceil(count * bits / 8)
         packed = np.full(want.size, 0xA5, np.uint8)  # garbage: packing must write every byte
-        lib.pack_codes(u8(codes), count, bits, u8(packed))
+        lib.pack_codes(codes, count, bits, packed)
         np.testing.assert_array_equal(packed, want)
         back = np.empty(count, np.uint8)
-        lib.unpack_codes(u8(want), count, bits, u8(back))
+        lib.unpack_codes(want, count, bits, back)
         np.testing.assert_array_equal(back, codes)
 
 
@@ -234,10 +222,10 @@ def test_write_read_codes_at_offsets(lib, bits):
     for start, n in ((0, 5), (3, 11), (250, 7), (101, 1)):
         codes = rng.integers(0, 2**bits, n, dtype=np.uint8)
         packing.write_codes(ref, start, codes, bits)
-        lib.write_codes(u8(buf), start, u8(codes), n, bits)
+        lib.write_codes(buf, start, codes, n, bits)
         np.testing.assert_array_equal(buf, ref)
         got = np.empty(n, np.uint8)
-        lib.read_codes(u8(buf), start, n, bits, u8(got))
+        lib.read_codes(buf, start, n, bits, got)
         np.testing.assert_array_equal(got, packing.read_codes(ref, start, n, bits))
 
 
@@ -254,8 +242,8 @@ def test_dequantize_codes_exact(lib, bits, per_channel):
     want = dequantize(codes[1], scale.reshape(shape[1:]) if per_channel else scale[0],
                       zero.reshape(shape[1:]) if per_channel else zero[0])
     out = np.empty(n_chan * chan_size, np.float32)
-    lib.dequantize_codes(u8(packed), n_chan * chan_size, n_chan * chan_size, bits, c, chan_size, fp(scale),
-                         zero.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), fp(out))
+    lib.dequantize_codes(packed, n_chan * chan_size, n_chan * chan_size, bits, c, chan_size, scale,
+                         zero, out)
     np.testing.assert_array_equal(out, want.ravel())  # sample 1 of 3, read from the middle of the buffer
 
 
@@ -272,11 +260,11 @@ def test_fixed_point_multiply_exact(lib, ties):
     n = x.size
     want = multiply_by_quantized_multiplier(x, mult[:n], shift[:n], ties)
     ok = (want >= -(2**31)) & (want < 2**31)  # TFLite requires the result to fit int32
-    code = TIES.index(ties)  # the order of TCL_TIES_AWAY, TCL_TIES_UP
+    code = lib.constant(f"TCL_TIES_{ties.upper()}")
     got = np.array([lib.multiply_by_quantized_multiplier(int(a), int(m), int(s), code)
                     for a, m, s in zip(x[ok], mult[:n][ok], shift[:n][ok], strict=True)])
     np.testing.assert_array_equal(got, want[ok])
-    other = multiply_by_quantized_multiplier(x, mult[:n], shift[:n], TIES[1 - code])
+    other = multiply_by_quantized_multiplier(x, mult[:n], shift[:n], TIES[1 - TIES.index(ties)])
     assert np.any(other[ok] != want[ok])  # the inputs reach the ties where the two roundings differ
 
 

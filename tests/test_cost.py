@@ -4,30 +4,38 @@ allocates; placement (fits / does not fit); time, energy and lifetime arithmetic
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, require_shared_data, require_shared_model, shared_data_dir
+from data_fixtures import write_core50
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinycl.cli import main
+from tinycl.config import load_config
+from tinycl.cost import model as cost_model
+from tinycl.cost import workload
 from tinycl.cost.model import Battery, estimate, place
 from tinycl.cost.targets import BUFFER_KINDS, TARGETS, Target, Tier, get_target
 from tinycl.cost.workload import (
+    MEMORY_REPORT_KEYS,
     Workload,
     activation_nbytes,
     buffers,
-    frozen_nbytes,
-    layer_macs,
+    from_config,
     paper_workload,
     planned_arena_bytes,
-    replay_nbytes,
 )
 from tinycl.errors import ConfigError, ModelError
+from tinycl.flops import layer_macs
 from tinycl.memory import ReplayMemory
 from tinycl.model.build import build, get_weights
 from tinycl.model.mobilenet import mobilenet_v1
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.split import Split
 from tinycl.model.zoo import digits_cnn
@@ -96,11 +104,13 @@ def test_mobilenet_shapes_and_forward_macs():
 def test_replay_bytes_equal_the_replay_memory_arrays():
     for bits, gran, n_classes in ((3, "tensor", 3), (8, "channel", 300), (32, "tensor", 10), (1, "tensor", 2)):
         mem = ReplayMemory(10, (4, 4, 4), bits, granularity=gran, n_classes=n_classes)
-        assert replay_nbytes(10, (4, 4, 4), bits, gran, n_classes) == mem.nbytes
+        w = tiny_workload(bits=bits, granularity=gran, n_classes=n_classes)
+        assert buffers(w)["replay"] == mem.nbytes
     # hand count: ceil(10 * 64 * 3 / 8) codes + one scale and zero point + 10 labels
-    assert replay_nbytes(10, (4, 4, 4), 3, "tensor", 3) == 240 + 5 + 10
+    assert buffers(tiny_workload())["replay"] == 240 + 5 + 10
     # DESIGN.md: 1500 latents of 512x8x8 at 8 bit = 46.9 MiB
-    assert round(replay_nbytes(1500, (512, 8, 8), 8) / 2**20, 1) == 46.9
+    assert round(buffers(paper_workload())["replay"] / 2**20, 1) == 46.9
+    assert buffers(tiny_workload(capacity=0, new_per_batch=8))["replay"] == 0
 
 
 def test_frozen_bytes_equal_the_quantized_model():
@@ -109,9 +119,18 @@ def test_frozen_bytes_equal_the_quantized_model():
     frozen_w, _ = split.split_weights(weights)
     calib = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
     qmodel = quantize_model(split.frozen_spec, frozen_w, calib)
-    assert frozen_nbytes(split.frozen_spec) == qmodel.nbytes
+    assert QuantizedModel.nbytes_for(split.frozen_spec) == QuantizedModel.nbytes_for(qmodel.spec) == qmodel.nbytes
+    w = Workload(split, capacity=10, bits=8, batch_size=8, samples_per_experience=20)
+    assert buffers(w)["frozen_weights"] == qmodel.nbytes
     fp32 = sum(a.nbytes for arrays in frozen_w.values() for a in arrays.values())
-    assert frozen_nbytes(split.frozen_spec, 32) == fp32
+    assert buffers(replace(w, frozen_bits=32))["frozen_weights"] == fp32
+
+
+def test_frozen_bytes_of_an_imported_model_from_its_quant_records():
+    from tinycl.model.tflite import load_tflite
+
+    qmodel = load_tflite(require_shared_model("mobilenet_v1_0.25_128_quant.tflite"))
+    assert QuantizedModel.nbytes_for(qmodel.spec) == qmodel.nbytes
 
 
 def test_buffers_by_hand():
@@ -258,11 +277,96 @@ def test_cli_paper_all_targets_and_errors(capsys):
 def test_arena_from_the_device_planner_when_it_can_plan():
     w = paper_workload(epochs=1)
     planned = planned_arena_bytes(w)
-    if planned is None:
-        pytest.skip("tinycl.device.arena is not available")
     r = estimate(w, get_target("vega"))
     assert r.arena_source == "planned" and r.buffers["activations"] == planned
     # batch-size-1 kernels: one sample's input, activations and their gradients (more than the kept activations)
     assert planned >= activation_nbytes(w.split.adaptive_spec, 1)
     assert estimate(w, get_target("vega"), arena_bytes=123).buffers["activations"] == max(
         123, buffers(w, 0)["activations"])
+
+
+# -- `tinycl cost` on the shipped configs, against the learner `tinycl run` builds ---------------------------------
+CONFIGS = sorted((REPO / "benchmarks" / "configs").glob("*.toml"))
+# per data set, overrides that keep a test fast: they change the new samples per experience, not one byte of
+# the buffers memory_report counts (test_bytes_do_not_depend_on_data_overrides_or_training)
+FAST = {"cifar10": ["data.options.per_class=20"], "mnist": ["data.n_train=500", "data.n_test=100"]}
+# CORe50 NICv2-391 lists in the official layout; the real images are not offline, these are random 128x128 PNGs
+CORE50_LISTS = {"run0/train_batch_00_filelist.txt": ["s1/o1/C_01_01_000.png 0", "s1/o11/C_01_11_000.png 10"],
+                "run0/train_batch_01_filelist.txt": ["s2/o21/C_02_21_230.png 20", "s2/o21/C_02_21_223.png 20"],
+                "run0/train_batch_02_filelist.txt": ["s1/o9/C_01_09_153.png 8", "s1/o9/C_01_09_090.png 8"],
+                "test_filelist.txt": ["s3/o1/C_03_01_000.png 0", "s3/o21/C_03_21_000.png 20"]}
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def _overrides(path: Path, tmp_path: Path) -> list[str]:
+    """--set values that run `path` here: the shared model file, the data root, a synthetic CORe50 tree."""
+    cfg = load_config(path)
+    out = list(FAST.get(cfg.data.name, []))
+    if cfg.model.arch.endswith(".tflite"):
+        out.append(f'model.arch="{require_shared_model(Path(cfg.model.arch).name)}"')
+    if cfg.data.name == "core50":
+        write_core50(tmp_path / "core50", np.random.default_rng(0), CORE50_LISTS)
+        out.append(f'data.root="{tmp_path}"')
+    elif cfg.data.name != "digits":
+        out.append(f'data.root="{require_shared_data(cfg.data.name)}"')
+    return out
+
+
+def _cost_cli(args: list[str], monkeypatch, capsys):
+    """Run `tinycl cost ARGS`; (its output, its CostReport, the (setup, learner) it built)."""
+    built, reports = [], []
+    build_learner, estimate_ = workload.build_learner, cost_model.estimate
+    monkeypatch.setattr(workload, "build_learner", lambda cfg: built.append(build_learner(cfg)) or built[-1])
+    monkeypatch.setattr(cost_model, "estimate", lambda *a, **k: reports.append(estimate_(*a, **k)) or reports[-1])
+    assert main(["cost", *args]) == 0
+    return capsys.readouterr().out, reports[0], built[0]
+
+
+def _assert_bytes_match(sizes: dict[str, int], learner) -> None:
+    report = learner.memory_report()
+    assert {k: sizes[k] for k in MEMORY_REPORT_KEYS} == {k: report[v] for k, v in MEMORY_REPORT_KEYS.items()}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_cost_runs_on_every_benchmark_config(path, tmp_path, monkeypatch, capsys):
+    out, r, (setup, learner) = _cost_cli([str(path), "--target", "vega", *_sets(_overrides(path, tmp_path))],
+                                         monkeypatch, capsys)
+    _assert_bytes_match(r.buffers, learner)
+    assert all(f"{r.buffers[k]:,}" in out for k in MEMORY_REPORT_KEYS if r.buffers[k])
+    assert r.workload.adaptive_spec == learner.adaptive.spec and r.workload.split.layer == setup.split.layer
+    # the kept-activation estimate at the mini-batch is the learner's peak_activations
+    batch = learner.train_cfg.batch_size
+    assert activation_nbytes(r.workload.adaptive_spec, batch) == learner.memory_report()["peak_activations"]
+
+
+def test_index_split_of_a_tflite_config(tmp_path, monkeypatch, capsys):
+    path = REPO / "benchmarks/configs/cifar10_mobilenet_qlr.toml"
+    sets = _sets(_overrides(path, tmp_path))
+    _, named, _ = _cost_cli([str(path), "--target", "vega", *sets], monkeypatch, capsys)
+    _, indexed, _ = _cost_cli([str(path), "--target", "vega", *sets, "--set", 'model.split="19"'], monkeypatch, capsys)
+    assert named.workload.split.layer == indexed.workload.split.layer == "Conv2d_10_depthwise"
+    assert indexed.buffers == named.buffers
+
+
+def test_bytes_do_not_depend_on_data_overrides_or_training():
+    # the learner the runner builds (pre-deployment training included) holds the bytes cost reports for a
+    # learner built without training and on a subset of the data
+    from tinycl.runner import prepare
+    from tinycl.strategies import make_learner
+
+    cfg = load_config(REPO / "benchmarks/configs/digits_qlr.toml", ["model.pretrain_epochs=1"])
+    small = buffers(from_config(load_config(REPO / "benchmarks/configs/digits_qlr.toml", ["data.n_train=300"])))
+    _assert_bytes_match(small, make_learner(cfg, prepare(cfg)))
+
+
+def test_core50_without_images_is_a_one_line_error(capsys):
+    root = require_shared_data("core50/nicv2_391_filelists.tar.gz")
+    if list((root / "core50").glob("core50_128x128*")):
+        return  # the images are here: test_cost_runs_on_every_benchmark_config covers the protocol's shapes
+    path = REPO / "benchmarks/configs/core50_nicv2_391_mobilenet.toml"
+    assert main(["cost", str(path), "--target", "vega", "--set", f'data.root="{shared_data_dir()}"']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinycl cost: error: no CORe50 images in ")

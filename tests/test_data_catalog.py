@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import require_shared_data
+from conftest import REQUIRE_REFERENCES, require_module, require_shared_data, require_shared_model
 from data_fixtures import write_mnist, write_uci_har
 
 from tinycl.cli import main
@@ -61,3 +61,26 @@ def test_registry_errors():
         load_dataset("svhn")
     with pytest.raises(ConfigError, match=r"data set mnist: unknown options \['per_class'\]; allowed: cache"):
         load_dataset("mnist", "/nowhere", per_class=3)
+
+
+# -- where the shared references are, and the CI switch that makes a missing one a failure ---------------------
+@pytest.mark.parametrize("require", [
+    lambda: require_shared_data("no_such_data_set/file.bin"),
+    lambda: require_shared_model("no_such_model.tflite"),
+    lambda: require_module("tinycl_no_such_module"),
+])
+def test_missing_reference_skips_or_fails_under_the_switch(require, monkeypatch):
+    for value in ("", "0"):
+        monkeypatch.setenv(REQUIRE_REFERENCES, value)
+        with pytest.raises(pytest.skip.Exception, match="no_such"):
+            require()
+    monkeypatch.setenv(REQUIRE_REFERENCES, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"no_such.*{REQUIRE_REFERENCES}=1"):
+        require()
+
+
+def test_ci_sets_the_switch():
+    from conftest import REPO
+
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert ci.index(f"export {REQUIRE_REFERENCES}=1") < ci.index("make test")

@@ -166,11 +166,11 @@ def test_user_errors():
 
 
 SANITIZED_RUN = textwrap.dedent("""
-    import ctypes, sys
+    import sys
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_device_trainer import every_op, torch_and_device, batch, torch_step, assert_same_weights
-    from tinycl.device.runtime import Library
+    from tinycl.device.runtime import Library, ffi
     from tinycl.device.trainer import DeviceTrainer
     from tinycl.model.build import get_weights
     lib = Library({lib!r})
@@ -183,10 +183,9 @@ SANITIZED_RUN = textwrap.dedent("""
         torch_step(module, opt, x, y)
         dev.step(x, y)
     assert_same_weights(get_weights(module), get_weights(twin))
-    codes = np.arange(13, dtype=np.uint8) % 8
+    packed_from = np.arange(13, dtype=np.uint8) % 8
     packed = np.zeros(5, np.uint8)
-    u8 = ctypes.POINTER(ctypes.c_uint8)
-    lib.pack_codes(codes.ctypes.data_as(u8), 13, 3, packed.ctypes.data_as(u8))
+    lib.pack_codes(packed_from, 13, 3, packed)
     from test_c_kernels import ptq_model
     from tinycl.device.int8 import DeviceIntegerModel
     from tinycl.quant.intexec import IntegerModel, quantize_input
@@ -197,8 +196,9 @@ SANITIZED_RUN = textwrap.dedent("""
         want = IntegerModel(qmodel, kernels).run(codes, keep_all=True)
         assert all((got[n] == want[n]).all() for n in qmodel.spec.names)
     print("STEP OK", flush=True)
-    short = np.zeros(4, np.uint8)  # 13 3-bit codes need 5 bytes: the sanitizer must stop this write
-    lib.pack_codes(codes.ctypes.data_as(u8), 13, 3, short.ctypes.data_as(u8))
+    short = np.zeros(4, np.uint8)  # 13 3-bit codes need 5 bytes: the sanitizer must stop this write, which only
+    u8 = ffi().from_buffer  # the unchecked cffi library (lib.raw) lets through
+    lib.raw.tcl_pack_codes(u8("uint8_t[]", packed_from), 13, 3, u8("uint8_t[]", short))
     print("NOT CAUGHT", flush=True)
 """)
 

@@ -16,9 +16,8 @@ from tinycl.distill import DistillConfig
 from tinycl.errors import ConfigError
 from tinycl.flops import inference_flops, training_flops
 from tinycl.growth import GrowthConfig, GrowthDecision
-from tinycl.learners.distilled import make_distilled
 from tinycl.model.grow import widen_all
-from tinycl.runner import prepare, run_experiment
+from tinycl.runner import make_learner, prepare, run_experiment
 
 CFG = RunConfig(
     strategy="distilled_replay", seed=0,
@@ -64,7 +63,7 @@ def test_end_to_end_beats_naive_and_counts_bytes_and_flops(setup, tmp_path):
 
 
 def test_growth_keeps_predictions(setup):
-    learner = make_distilled(CFG, setup)
+    learner = make_learner(CFG, setup)
     probe = setup.scenario.test[0]
     z = learner.encoder(probe.x, probe.ids)
     seen = {}
@@ -84,10 +83,10 @@ def test_growth_keeps_predictions(setup):
 
 
 def test_checkpoint_through_growth_continues_identically(setup):
-    a = make_distilled(CFG, setup)
+    a = make_learner(CFG, setup)
     for exp in setup.scenario.train[:2]:
         a.partial_fit(exp)
-    b = make_distilled(CFG, setup)
+    b = make_learner(CFG, setup)
     b.load_state_dict(a.state_dict())
     assert b.adaptive.spec == a.adaptive.spec and b.replay_nbytes == a.replay_nbytes
     for learner in (a, b):
@@ -99,7 +98,7 @@ def test_checkpoint_through_growth_continues_identically(setup):
 def test_input_space_and_fixed_large_model(setup):
     cfg = dataclasses.replace(CFG, distill=dataclasses.replace(CFG.distill, space="input"),
                               growth=GrowthConfig(policy="none", start_factor=2.0))
-    learner = make_distilled(cfg, setup)
+    learner = make_learner(cfg, setup)
     assert learner.adaptive.spec.layers[learner.adaptive.spec.index("conv4")].channels == 128  # large from the start
     for exp in setup.scenario.train[:2]:
         learner.partial_fit(exp)
@@ -152,7 +151,7 @@ def test_distilled_sets_stored_at_q_bits(setup):
     stores = {}
     for bits in (32, 4):
         cfg = dataclasses.replace(CFG, memory=MemoryConfig(bits=bits, granularity="channel"))
-        learner = make_distilled(cfg, setup)
+        learner = make_learner(cfg, setup)
         learner.partial_fit(setup.scenario.train[0])
         (stores[bits],) = learner.stores_
     memory, d, n = stores[4], 32 * 2 * 2, 4 * 3
@@ -169,4 +168,4 @@ def test_distilled_sets_stored_at_q_bits(setup):
 def test_growth_layers_are_checked(setup):
     cfg = dataclasses.replace(CFG, growth=GrowthConfig(layers=("conv1",)))
     with pytest.raises(ConfigError, match=r"growth.layers \['conv1'\] cannot grow; allowed: conv4, fc1"):
-        make_distilled(cfg, setup)
+        make_learner(cfg, setup)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinycl.flops import FlopsLog, distill_flops, inference_flops, layer_flops, training_flops
+from tinycl.flops import FlopsLog, distill_flops, inference_flops, layer_macs, training_flops
 from tinycl.model.build import build
 from tinycl.model.spec import Layer, ModelSpec
 
@@ -20,10 +20,12 @@ SMALL = ModelSpec((1, 4, 4), (
 
 def test_hand_count():
     # MACs: conv 2*4*4 outputs x 1*3*3 = 288; depthwise 2*2*2 outputs x 3*3 = 72; linear 3 x 2 = 6
-    assert [(f.name, f.forward) for f in layer_flops(SMALL)] == [("conv", 576), ("dw", 144), ("fc", 12)]
+    macs = layer_macs(SMALL)
+    assert [(m.name, m.forward, m.params) for m in macs] == [("conv", 288, 20), ("dw", 72, 20), ("pool", 0, 0),
+                                                              ("fc", 6, 9)]
     assert inference_flops(SMALL) == 2 * (288 + 72 + 6) == 732
-    # backward: weight gradients 576 + 144 + 12; input gradients of dw and fc only (conv is the first layer)
-    assert [(f.weight_grad, f.input_grad) for f in layer_flops(SMALL)] == [(576, 0), (144, 144), (12, 12)]
+    # backward: weight gradients 288 + 72 + 6; input gradients of dw and fc only (conv is the first layer)
+    assert [(m.weight_grad, m.input_grad) for m in macs] == [(288, 0), (72, 72), (0, 0), (6, 6)]
     assert training_flops(SMALL) == 732 + 732 + 156 == 1620
     # distillation: per iteration, 4 real + 2 synthetic forward, 2 synthetic back to the input (all layers)
     assert distill_flops(SMALL, n_real=4, n_syn=2, iterations=10) == 10 * (4 * 732 + 2 * (732 + 732))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from litert_util import IMAGES, image, interpreter, litert_layers, random_codes, random_qmodel, shared_model
 
-from tinycl.errors import DataError
+from tinycl.errors import ConfigError, DataError, ModelError
 from tinycl.frozen import FakeQuantFrozenStage, LatentCache
 from tinycl.model.build import build, get_weights
 from tinycl.model.quantized import QuantizedModel
@@ -18,9 +18,11 @@ from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.tflite import read_tflite
 from tinycl.model.tflite_export import to_tflite
 from tinycl.model.zoo import digits_cnn
+from tinycl.quant import intexec
 from tinycl.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from tinycl.quant.intexec import IntegerFrozenStage, IntegerModel
 from tinycl.quant.ptq import quantize_model
+from tinycl.quant.requant import prepare
 
 
 # -- fixed point ------------------------------------------------------------------------------------------
@@ -268,6 +270,7 @@ def test_frozen_stage_upto_codes_latents_and_bytes(small_qmodel):
     frozen_arrays = [a for k in ("c1", "d2") for a in q.weights[k].values()]
     assert stage.nbytes == sum(a.nbytes for a in frozen_arrays) + 8 * 2  # + one scale and zero point per layer
     assert stage.run_all(x)["m4"].tolist() == codes.tolist()
+    np.testing.assert_array_equal(IntegerFrozenStage(q, upto=3).codes(x), codes)  # by index, as Split takes it
 
 
 def test_frozen_stage_float_input_equals_its_codes(small_qmodel):
@@ -288,3 +291,26 @@ def test_frozen_stage_input_errors(small_qmodel):
         stage(np.zeros((1, 8, 10, 10), np.uint8))
     with pytest.raises(DataError, match="uint8"):
         stage(np.zeros((1, 8, 12, 12), np.int16))
+
+
+# -- requantization records ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kernels", ["optimized", "reference"])
+def test_records_are_derived_once_and_read_by_the_kernels(small_qmodel, kernels):
+    model = IntegerModel(small_qmodel, kernels)
+    records = prepare(small_qmodel, kernels)
+    assert model.records.keys() == records.keys() == set(small_qmodel.spec.names)
+    for name, rec in records.items():
+        kernel_rec = getattr(model.kernels[name], "rec", None)
+        assert kernel_rec is None or kernel_rec is model.records[name], name  # the kernel holds the record
+        if rec is not None:
+            assert rec.multiplier.dtype == rec.shift.dtype == np.int32
+            assert (rec.ties == "away") == (kernels == "reference" or small_qmodel.spec.layers[
+                small_qmodel.spec.index(name)].op not in ("conv2d", "linear"))
+
+
+def test_records_and_kernel_errors(small_qmodel, monkeypatch):
+    with pytest.raises(ConfigError, match="allowed: optimized, reference"):
+        prepare(small_qmodel, "fast")
+    monkeypatch.delitem(intexec.INTEGER_KERNELS, "max_pool2d")  # the table is the one place kernels are registered
+    with pytest.raises(ModelError, match="layer 'm4': op 'max_pool2d' has no integer kernel"):
+        IntegerModel(small_qmodel)

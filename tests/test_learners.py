@@ -8,7 +8,7 @@ import pytest
 from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
 from tinycl.learners.base import Learner
 from tinycl.learners.replay import Joint, LatentReplay, RawReplay
-from tinycl.runner import make_learner, prepare, run_experiment
+from tinycl.runner import make_learner, prepare, run_experiment, with_strategy
 
 TINY = RunConfig(
     seed=3,
@@ -30,12 +30,16 @@ def test_mix_follows_pellegrini():
     assert cfg.mix(300, 3000) == (12, 116)
     assert cfg.mix(300, 0) == (128, 0)
     assert TrainConfig(batch_size=32, replay_ratio=0.75).mix(100, 50) == (8, 24)
+    # a learner's own share (distilled replay: old classes / all classes) in place of Pellegrini's rule ...
+    assert cfg.mix(300, 40, share=0.75) == (32, 96)
+    # ... unless train.replay_ratio fixes it
+    assert TrainConfig(batch_size=32, replay_ratio=0.5).mix(100, 50, share=0.75) == (16, 16)
 
 
 @pytest.mark.parametrize("strategy,cls", [("naive", Learner), ("joint", Joint), ("latent_replay", LatentReplay),
                                           ("raw_replay", RawReplay)])
 def test_each_learner_end_to_end(setup, strategy, cls):
-    learner = make_learner(TINY, setup, strategy)
+    learner = make_learner(with_strategy(TINY, strategy), setup)
     assert type(learner) is cls
     for exp in setup.scenario.train:
         assert learner.partial_fit(exp) is learner
@@ -45,9 +49,9 @@ def test_each_learner_end_to_end(setup, strategy, cls):
     assert (pred == test.y).mean() > 0.1  # better than chance over 10 classes
     from tinycl.flops import training_flops
 
-    extra = learner.extra_metrics()
-    assert extra["train_sample_passes"] == learner.sample_passes > 0
-    assert extra["train_flops"] == learner.sample_passes * training_flops(learner.adaptive.spec)
+    flops = learner.extra_metrics()["flops"]
+    assert sum(e["train_samples"] for e in flops["per_experience"]) == learner.sample_passes > 0
+    assert flops["train_flops"] == learner.sample_passes * training_flops(learner.adaptive.spec)
     report = learner.memory_report()
     assert report["adaptive_weights"] == sum(p.numel() * 4 for p in learner.adaptive.parameters())
     assert report["frozen_weights"] == setup.frozen.nbytes > 0
@@ -59,8 +63,8 @@ def test_each_learner_end_to_end(setup, strategy, cls):
 
 
 def test_raw_replay_gets_the_latent_memory_bytes(setup):
-    latent = make_learner(TINY, setup, "latent_replay")
-    raw = make_learner(TINY, setup, "raw_replay")
+    latent = make_learner(with_strategy(TINY, "latent_replay"), setup)
+    raw = make_learner(with_strategy(TINY, "raw_replay"), setup)
     budget = latent.memory.nbytes
     assert raw.memory.nbytes <= budget
     bigger = type(raw.memory)(raw.memory.capacity + 1, raw.memory.sample_shape, 8)
@@ -71,7 +75,7 @@ def test_naive_forgets_and_replay_remembers(setup):
     first = setup.scenario.test[0]
     accs = {}
     for strategy in ("naive", "latent_replay"):
-        learner = make_learner(TINY, setup, strategy)
+        learner = make_learner(with_strategy(TINY, strategy), setup)
         for exp in setup.scenario.train:
             learner.partial_fit(exp)
         accs[strategy] = (learner.predict(first.x, first.ids) == first.y).mean()
@@ -79,9 +83,9 @@ def test_naive_forgets_and_replay_remembers(setup):
 
 
 def test_state_dict_round_trip(setup):
-    a = make_learner(TINY, setup, "latent_replay")
+    a = make_learner(with_strategy(TINY, "latent_replay"), setup)
     a.partial_fit(setup.scenario.train[0])
-    b = make_learner(TINY, setup, "latent_replay")
+    b = make_learner(with_strategy(TINY, "latent_replay"), setup)
     b.load_state_dict(a.state_dict())
     for learner in (a, b):
         learner.partial_fit(setup.scenario.train[1])
@@ -121,8 +125,8 @@ def test_resume_refuses_another_config(tmp_path, setup):
 def test_device_mode_learns_the_same_as_torch(setup):
     """Latent replay with every training step on the C runtime ends with the torch learner's weights."""
     cfg = replace(TINY, train=replace(TINY.train, epochs=1))
-    host = make_learner(cfg, setup, "latent_replay")
-    device = make_learner(replace(cfg, train=replace(cfg.train, device=True)), setup, "latent_replay")
+    host = make_learner(with_strategy(cfg, "latent_replay"), setup)
+    device = make_learner(with_strategy(replace(cfg, train=replace(cfg.train, device=True)), "latent_replay"), setup)
     for exp in setup.scenario.train[:2]:
         host.partial_fit(exp)
         device.partial_fit(exp)

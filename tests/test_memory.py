@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinycl.errors import ConfigError
-from tinycl.memory import BITS, POLICIES, ReplayMemory, nicv2_policy
+from tinycl.memory import BITS, POLICIES, ReplayMemory, check_bits, nicv2_policy
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -50,6 +50,16 @@ def test_bad_config():
         ReplayMemory(0, (4,), 8)
     with pytest.raises(ConfigError, match="32, 8, 7"):
         ReplayMemory(4, (4,), 9)
+
+
+@pytest.mark.parametrize("bad", [0, 9, 16, 33, True, 8.5, "8"])
+def test_one_bits_check_for_every_caller(bad):
+    # the memory, its size formula and (through check_bits) the config and the cost model refuse the same values
+    assert [check_bits(b) for b in BITS] == list(BITS)
+    for call in (lambda: check_bits(bad, "memory.bits"), lambda: ReplayMemory(4, (4,), bad),
+                 lambda: ReplayMemory.bytes_for(4, (4,), bad)):
+        with pytest.raises(ConfigError, match=r"must be one of 32, 8, 7, 6, 5, 4, 3, 2, 1 \(32 = fp32\)"):
+            call()
 
 
 def _fill(policy, capacity, sizes, rng):

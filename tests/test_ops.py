@@ -61,7 +61,8 @@ def test_every_op_is_complete(name):
     assert op.device in (None, "view", "conv2d", "depthwise", "linear", "avgpool", "global_avgpool", "activation")
 
 
-@pytest.mark.parametrize("padding,stride", [("same", (1, 1)), ("same", (2, 2)), ("valid", (2, 2)), ((1, 0, 2, 1), (1, 2))])
+@pytest.mark.parametrize("padding,stride",
+                         [("same", (1, 1)), ("same", (2, 2)), ("valid", (2, 2)), ((1, 0, 2, 1), (1, 2))])
 def test_window_counts_count_the_valid_taps(padding, stride):
     layer = Layer("p", "avg_pool2d", kernel=(3, 3), stride=stride, padding=padding)
     h, w = 7, 6

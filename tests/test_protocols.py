@@ -87,8 +87,8 @@ def test_nic_mirrors_nicv2_statistics():
 
 
 def test_errors_list_what_is_allowed():
-    with pytest.raises(ConfigError, match="unknown protocol 'split-svhn'; allowed: split-mnist, split-cifar10, "
-                                          "core50-nicv2-391, nic, har-ci, kws-ci"):
+    with pytest.raises(ConfigError, match="unknown protocol 'split-svhn'; allowed: class_incremental, split-mnist, "
+                                          "split-cifar10, core50-nicv2-391, nic, har-ci, kws-ci"):
         build_protocol("split-svhn", _ds("mnist", 10))
     with pytest.raises(ConfigError, match="protocol split-mnist is defined on data set mnist, got cifar10"):
         build_protocol("split-mnist", _ds("cifar10", 10))
@@ -115,3 +115,20 @@ def test_split_mnist_on_real_mnist():
     assert [len(e) for e in sc.train] == [5923 + 6742, 5958 + 6131, 5842 + 5421, 5918 + 6265, 5851 + 5949]
     assert [len(t) for t in sc.test] == [980 + 1135, 1032 + 1010, 982 + 892, 958 + 1028, 974 + 1009]
     _check_conventions(sc, ds)
+
+
+def test_run_config_resolves_through_the_one_table():
+    """data.protocol names a PROTOCOLS entry: class_incremental in label order, and nic with NICv2's shares
+    where data.first_size / data.batch_size are unset; an unknown name lists the table."""
+    from tinycl.config import DataConfig
+
+    ds = _ds("any", 10, per_class=(400, 10))
+    ci = DataConfig(name="digits", protocol="class_incremental", first_classes=4, classes_per_experience=3)
+    sc = PROTOCOLS[ci.protocol](ds, rng=np.random.default_rng(0), config=ci)
+    assert [e.classes for e in sc.train] == [(0, 1, 2, 3), (4, 5, 6), (7, 8, 9)] and sc.name == "any-ci"
+    _check_conventions(sc, ds)
+    nic = DataConfig(name="digits", protocol="nic", first_classes=2)
+    sc = PROTOCOLS[nic.protocol](ds, rng=np.random.default_rng(1), config=nic)
+    assert len(sc.train[0]) == 100 and all(len(e) == 10 for e in sc.train[1:])  # 2.5% and 0.25% of 4,000
+    with pytest.raises(ConfigError, match="data.protocol 'nicv3' is not known; allowed: class_incremental, "):
+        DataConfig(protocol="nicv3")

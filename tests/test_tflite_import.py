@@ -72,13 +72,13 @@ def test_embedding_extractor_ends_in_its_pool():
 
 
 def test_fully_connected_on_feature_maps_is_permuted_to_chw(tmp_path):
-    from tinycl.model.tflite import _hwc_columns_to_chw
+    from tinycl.model.tflite import hwc_columns_to_chw
 
     rng = np.random.default_rng(0)
     c, h, w = 3, 2, 4
     x = rng.standard_normal((c, h, w))
     weight = rng.standard_normal((5, h * w * c))  # TFLite: over the NHWC-flattened input
-    np.testing.assert_allclose(_hwc_columns_to_chw(weight, (c, h, w)) @ x.ravel(),
+    np.testing.assert_allclose(hwc_columns_to_chw(weight, (c, h, w)) @ x.ravel(),
                                weight @ x.transpose(1, 2, 0).ravel())
 
 

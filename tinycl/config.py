@@ -22,23 +22,22 @@ from tinycl.growth import GrowthConfig
 from tinycl.learners.base import TrainConfig
 from tinycl.memory import BITS
 from tinycl.quant.qparams import RANGE_METHODS
+from tinycl.strategies import STRATEGIES
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "MemoryConfig", "TrainConfig", "DistillConfig", "GrowthConfig",
            "load_config", "save_config", "config_to_dict", "config_from_dict", "apply_overrides"]
-
-STRATEGIES = ("naive", "joint", "latent_replay", "raw_replay", "distilled_replay")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"  # a data set in tinycl.data.LOADERS
     root: str | None = None  # data root; None: $TINYCL_DATA, else ../shared/data
-    protocol: str = "class_incremental"  # a scenario: class_incremental, nic, or a named protocol
+    protocol: str = "class_incremental"  # a protocol in tinycl.protocols.PROTOCOLS: class_incremental, nic, ...
     first_classes: int = 5  # classes in experience 0 (the pre-deployment data)
     classes_per_experience: int = 1  # class_incremental: new classes per later experience
     class_order: tuple[int, ...] | None = None  # None: 0..C-1
-    first_size: int = 3000  # nic: samples in experience 0
-    batch_size: int = 300  # nic: samples per later experience
+    first_size: int | None = None  # nic: samples in experience 0 (None: NICv2's share, 2.5% of the training set)
+    batch_size: int | None = None  # nic: samples per later experience (None: NICv2's share, 0.25%)
     run: int = 0  # protocols with fixed runs (core50-nicv2-391): which run
     n_train: int | None = None  # use a class-stratified subset of the training data (None: all)
     n_test: int | None = None  # ... and of the test data
@@ -46,7 +45,10 @@ class DataConfig:
 
     def __post_init__(self):
         from tinycl.data.registry import LOADERS, loader_options
+        from tinycl.protocols import PROTOCOLS
 
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"data.protocol {self.protocol!r} is not known; allowed: {', '.join(PROTOCOLS)}")
         if self.name not in LOADERS:
             raise ConfigError(f"data.name {self.name!r} is not known; allowed: {', '.join(sorted(LOADERS))}")
         unknown = sorted(set(self.options) - set(loader_options(self.name)))
@@ -54,14 +56,14 @@ class DataConfig:
             raise ConfigError(f"data.options {', '.join(unknown)} not known to the {self.name} loader; allowed: "
                               f"{', '.join(loader_options(self.name)) or 'none'}")
         for key in ("first_classes", "classes_per_experience", "first_size", "batch_size"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "digits_cnn"  # a model in tinycl.model.zoo.ZOO, or a path to an int8 .tflite file
-    split: str = "conv3"  # latent layer: its output is the latent; layers after it are trained
+    split: str | int = "conv3"  # latent layer (a name or an index): its output is the latent; layers after it train
     frozen: str = "int8"  # frozen stage precision: int8 (post-training quantized) or fp32
     pretrain_epochs: int = 40  # "cloud" training of the whole model on experience 0 before deployment
     pretrain_lr: float = 0.05
@@ -98,7 +100,7 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    strategy: str = "latent_replay"  # naive, joint, latent_replay, raw_replay, distilled_replay
+    strategy: str = "latent_replay"  # a name in tinycl.strategies.STRATEGIES
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

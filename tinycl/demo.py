@@ -22,9 +22,10 @@ DEMO_CONFIG = RunConfig(
     memory=MemoryConfig(capacity=100, bits=8, policy="nicv2"),
     train=TrainConfig(epochs=4, batch_size=32, lr=0.01, momentum=0.9, weight_decay=5e-4, replay_ratio=0.75),
 )
-# (label, strategy, memory bits); raw replay gets the bytes of the 8-bit latent memory
-DEMO_ROWS = (("naive", "naive", None), ("latent_replay", "latent_replay", 32), ("latent_replay", "latent_replay", 8),
-             ("latent_replay", "latent_replay", 4), ("raw_replay", "raw_replay", 8), ("joint", "joint", 32))
+# (strategy in tinycl.strategies.STRATEGIES, memory.bits or None for the config's); raw replay gets the bytes of
+# the 8-bit latent memory. A row's bits in the table are the ones its learner stores (Learner.stored_bits).
+DEMO_ROWS = (("naive", None), ("latent_replay", 32), ("latent_replay", 8), ("latent_replay", 4), ("raw_replay", 8),
+             ("joint", None))
 SUMMARY_KEYS = ("strategy", "bits", "final_accuracy", "forgetting", "replay_bytes", "seconds")
 
 
@@ -38,11 +39,11 @@ def run_demo(out: Path, cfg: RunConfig = DEMO_CONFIG, show_progress: bool = True
     rows, curves = [], {}
     total = len(DEMO_ROWS) * len(setup.scenario)
     with tqdm(total=total, desc="demo", unit="exp", disable=not show_progress, leave=False) as bar:
-        for label, strategy, bits in DEMO_ROWS:
-            bar.set_postfix_str(f"{label} {bits or ''}")
+        for strategy, bits in DEMO_ROWS:
+            bar.set_postfix_str(f"{strategy} {bits or ''}")
             m = run_experiment(cfg, setup=setup, strategy=strategy, bits=bits, progress=lambda i: bar.update())
             rows.append({k: m[k] for k in SUMMARY_KEYS})
-            curves[f"{label} ({bits}-bit)" if bits and label != "joint" else label] = m["accuracy_after_each"]
+            curves[f"{strategy} ({bits}-bit)" if bits else strategy] = m["accuracy_after_each"]
     atomic_write_json(out / "summary.json", rows)
     plot_accuracy(curves, out / "accuracy.png", title="digits: learning 5..9 after deployment on 0..4")
     print(f"pre-deployment training and int8 quantization: {setup_seconds:.1f} s")

@@ -14,29 +14,35 @@ from dataclasses import dataclass, field
 
 from tinycl.model.spec import ModelSpec
 
-__all__ = ["LayerFlops", "layer_flops", "inference_flops", "training_flops", "input_grad_flops",
-           "distill_flops", "FlopsLog"]
+__all__ = ["LayerMacs", "layer_macs", "inference_flops", "training_flops", "input_grad_flops", "distill_flops",
+           "FlopsLog"]
 
 
 @dataclass(frozen=True)
-class LayerFlops:
-    """FLOPs of one layer for one sample."""
+class LayerMacs:
+    """Multiply-accumulates of one layer for one sample; params: its parameter count. The one per-layer count
+    that FLOPs here and the device cost model (tinycl.cost) both read."""
 
     name: str
     forward: int
     weight_grad: int
     input_grad: int
+    params: int
 
 
-def layer_flops(spec: ModelSpec) -> list[LayerFlops]:
-    """Per weighted layer: forward, weight-gradient and input-gradient FLOPs for one sample, each 2 x MACs.
-    The input gradient of the first weighted layer is 0 (as training never needs it)."""
+def layer_macs(spec: ModelSpec) -> list[LayerMacs]:
+    """Per layer of `spec` (the trained part): forward, weight-gradient and input-gradient MACs for one sample.
+
+    Weight and input gradients of conv, depthwise and linear layers cost what their forward pass costs; the
+    first layer with weights has no input gradient (training never needs it). Layers without weights count
+    their forward MACs as spec.macs gives them (0 for element-wise ops) and no gradients."""
     out, first = [], True
     for layer in spec.layers:
+        fwd = spec.macs(layer)
         if not layer.has_weights:
+            out.append(LayerMacs(layer.name, fwd, 0, 0, 0))
             continue
-        f = 2 * spec.macs(layer)
-        out.append(LayerFlops(layer.name, f, f, 0 if first else f))
+        out.append(LayerMacs(layer.name, fwd, fwd, 0 if first else fwd, spec.num_params(layer)))
         first = False
     return out
 
@@ -48,7 +54,7 @@ def inference_flops(spec: ModelSpec) -> int:
 
 def training_flops(spec: ModelSpec) -> int:
     """FLOPs of one training step's forward + backward for one sample (spec = the trained part)."""
-    return sum(lf.forward + lf.weight_grad + lf.input_grad for lf in layer_flops(spec))
+    return 2 * sum(m.forward + m.weight_grad + m.input_grad for m in layer_macs(spec))
 
 
 def input_grad_flops(spec: ModelSpec) -> int:

@@ -1,7 +1,11 @@
 """The frozen stage: the lower part of the network, never trained, run in int8 on the device.
 
 Every frozen stage maps a batch of inputs to float32 latents and reports the bytes its parameters take.
-`LatentCache` runs a frozen stage once per sample: the stage is fixed, so a sample's latent never changes.
+An int8 frozen stage is `tinycl.quant.intexec.IntegerFrozenStage` (the device's integer arithmetic), fed the
+data set's samples as the model takes them: `FloatInput` (the network's float input, quantized by the model's
+input quantization) or `ImageInput` (uint8 pixel codes, resized). `FakeQuantFrozenStage` is the float reference
+it is tested against. `LatentCache` runs a frozen stage once per sample: the stage is fixed, so a sample's
+latent never changes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from tinycl.model.build import build
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import ModelSpec, TensorQuant
 
-__all__ = ["FrozenStage", "FloatFrozenStage", "FakeQuantFrozenStage", "LatentCache"]
+__all__ = ["FrozenStage", "FloatFrozenStage", "FakeQuantFrozenStage", "LatentCache", "FloatInput", "ImageInput"]
 
 
 class FrozenStage(Protocol):
@@ -117,20 +121,34 @@ class LatentCache:
         return self._stacked[[self._rows[i] for i in ids.tolist()]]
 
 
-class ImageInput:
-    """Feeds images to a frozen stage whose input is a uint8 image of another size (e.g. a TFLite MobileNet).
+class FloatInput:
+    """Feeds a frozen stage the network's float input: (N, *input_shape) uint8 pixels are scaled to [0, 1]
+    (`to_float`), float data passes unchanged; an integer stage then quantizes it with the model's input
+    quantization (a post-training-quantized zoo model, calibrated on the same float input)."""
+
+    def __init__(self, stage: FrozenStage):
+        self.stage = stage
+        self.spec, self.nbytes = stage.spec, stage.nbytes
+
+    @property
+    def output_quant(self):
+        return self.stage.output_quant
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.stage(to_float(x))
+
+
+class ImageInput(FloatInput):
+    """Feeds images to a frozen stage whose input is a uint8 image, of the data's size or another (e.g. a TFLite
+    MobileNet).
 
     Takes uint8 pixels (N, C, H, W), or floats in [0, 1] (`to_float` of pixels, as a raw replay memory returns
     them), resizes each image with PIL's default `Image.resize` (as LiteRT's reference labels were made) and
     passes the uint8 codes on."""
 
     def __init__(self, stage: FrozenStage, size: tuple[int, int]):
-        self.stage, self.size = stage, tuple(size)
-        self.spec, self.nbytes = stage.spec, stage.nbytes
-
-    @property
-    def output_quant(self):
-        return self.stage.output_quant
+        super().__init__(stage)
+        self.size = tuple(size)
 
     def pixels(self, x: np.ndarray) -> np.ndarray:
         from PIL import Image

@@ -18,9 +18,18 @@ from tinycl.errors import ConfigError
 from tinycl.quant.packing import packed_nbytes, read_codes, write_codes
 from tinycl.quant.qparams import RANGE_METHODS, choose_qparams, dequantize, quantize
 
-__all__ = ["ReplayMemory", "POLICIES", "nicv2_policy", "reservoir_policy", "class_balanced_policy", "BITS"]
+__all__ = ["ReplayMemory", "POLICIES", "nicv2_policy", "reservoir_policy", "class_balanced_policy", "BITS",
+           "check_bits"]
 
 BITS = (32, 8, 7, 6, 5, 4, 3, 2, 1)
+
+
+def check_bits(bits, what: str = "memory bits") -> int:
+    """`bits` if a replay memory can store values at that width (BITS: 1..8 packed codes, 32 = fp32), else a
+    ConfigError naming `what` (e.g. "memory.bits") and the allowed values. The one check every caller uses."""
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ConfigError(f"{what} must be one of {', '.join(map(str, BITS))} (32 = fp32), got {bits!r}")
+    return bits
 
 
 class ReplayMemory:
@@ -35,8 +44,7 @@ class ReplayMemory:
                  granularity: str = "tensor", range_method: str = "max", n_classes: int = 256):
         if not isinstance(capacity, int) or capacity < 1:
             raise ConfigError(f"memory capacity must be an integer >= 1, got {capacity!r}")
-        if bits not in BITS:
-            raise ConfigError(f"memory bits must be one of {', '.join(map(str, BITS))} (32 = fp32), got {bits!r}")
+        check_bits(bits)
         if granularity not in ("tensor", "channel"):
             raise ConfigError(f"memory granularity {granularity!r}; allowed: tensor, channel")
         if range_method not in RANGE_METHODS:
@@ -138,6 +146,7 @@ class ReplayMemory:
     def bytes_for(capacity: int, sample_shape: tuple[int, ...], bits: int, *, granularity: str = "tensor",
                   n_classes: int = 256) -> int:
         """What `nbytes` of such a memory is, without allocating it (tests check the two agree)."""
+        check_bits(bits)
         values = capacity * math.prod(sample_shape)
         codes = values * 4 if bits == 32 else packed_nbytes(values, bits)
         qparams = 0 if bits == 32 else (sample_shape[0] if granularity == "channel" else 1) * 5

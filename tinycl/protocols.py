@@ -3,11 +3,14 @@
     scenario = PROTOCOLS["split-mnist"](load_mnist(root), rng=np.random.default_rng(0))
 
 Each entry is a builder `(dataset, *, rng, **params) -> Scenario`; `build_protocol(name, ...)` does the same
-with errors that list the allowed names and parameters. Conventions are tinycl.scenarios': train sample ids
-0..n_train-1, test ids offset by n_train, test[j] = test data of the classes first seen in experience j.
+with errors that list the allowed names and parameters. This is the one table of scenarios: a run config's
+`data.protocol` names an entry, and its other `data.*` keys named like the builder's parameters fill them.
+Conventions are tinycl.scenarios': train sample ids 0..n_train-1, test ids offset by n_train, test[j] = test
+data of the classes first seen in experience j.
 
 | name | data set | experiences |
 | --- | --- | --- |
+| class_incremental | any | first_classes classes, then classes_per_experience at a time, in class_order (label order) |
 | split-mnist | mnist | 5 x 2 digits, {0,1}, {2,3}, ... (class-incremental) |
 | split-cifar10 | cifar10 | 5 x 2 classes in label order (class-incremental) |
 | core50-nicv2-391 | core50 | the official NICv2-391 run (0..9): batch 0 = 10 classes, then 390 one-class batches |
@@ -28,8 +31,8 @@ from tinycl.data.dataset import Dataset
 from tinycl.errors import ConfigError, DataError
 from tinycl.scenarios import Experience, Scenario, class_incremental, nic_stream
 
-__all__ = ["PROTOCOLS", "Protocol", "build_protocol", "split_mnist", "split_cifar10", "core50_nicv2_391", "nic",
-           "har_ci", "kws_ci"]
+__all__ = ["PROTOCOLS", "Protocol", "build_protocol", "class_incremental_order", "split_mnist", "split_cifar10",
+           "core50_nicv2_391", "nic", "har_ci", "kws_ci"]
 
 # NICv2-391's proportions: batch 0 holds 10 of the 50 classes and 2,999 of the 119,894 training images
 # (2.5%); each later batch 300 images (0.25%) of one class.
@@ -51,6 +54,15 @@ def _order(n: int, class_order, shuffle: bool, rng: np.random.Generator | None) 
 
 def _named(scenario: Scenario, name: str) -> Scenario:
     return Scenario(name, scenario.train, scenario.test, scenario.n_classes, scenario.class_names)
+
+
+def class_incremental_order(ds: Dataset, *, rng: np.random.Generator | None = None, first_classes: int = 2,
+                            classes_per_experience: int = 2, class_order=None) -> Scenario:
+    """Class-incremental on any data set: `first_classes` classes first, then `classes_per_experience` at a
+    time, in `class_order` (default: label order; rng unused, the order is never drawn)."""
+    order = _order(ds.n_classes, class_order, False, None)
+    return class_incremental(ds, first_classes=first_classes, classes_per_experience=classes_per_experience,
+                             class_order=order)
 
 
 def split_mnist(ds: Dataset, *, rng: np.random.Generator | None = None, class_order=None,
@@ -189,6 +201,7 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("class_incremental", None, class_incremental_order),
     Protocol("split-mnist", "mnist", split_mnist),
     Protocol("split-cifar10", "cifar10", split_cifar10),
     Protocol("core50-nicv2-391", "core50", core50_nicv2_391),

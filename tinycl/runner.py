@@ -2,18 +2,19 @@
 -> accuracy matrix and memory report, written atomically after every experience so a run can resume.
 
     setup = prepare(cfg)                     # shared by every strategy with the same data/model/seed
-    learner = make_learner(cfg, setup)
+    learner = make_learner(cfg, setup)       # tinycl.strategies: the one table of strategies
     for exp in setup.scenario.train: learner.partial_fit(exp); evaluate(...)
+
+`run_experiment` is that loop; the CLI, the demo and the benchmarks call it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +25,21 @@ from tinycl.config import RunConfig, config_to_dict, save_config
 from tinycl.data.dataset import Dataset, to_float
 from tinycl.data.registry import load_dataset
 from tinycl.errors import ConfigError, TinyclError
-from tinycl.frozen import FakeQuantFrozenStage, FloatFrozenStage, FrozenStage, ImageInput, LatentCache
+from tinycl.frozen import FloatFrozenStage, FloatInput, FrozenStage, ImageInput, LatentCache
 from tinycl.io import atomic_save, atomic_write_bytes, atomic_write_json
 from tinycl.learners.base import Learner
-from tinycl.learners.replay import Joint, LatentReplay, RawReplay
-from tinycl.memory import ReplayMemory
 from tinycl.metrics import AccuracyMatrix
 from tinycl.model.build import build, get_weights
 from tinycl.model.spec import ModelSpec
 from tinycl.model.split import Split
 from tinycl.model.zoo import get_model
+from tinycl.protocols import PROTOCOLS
+from tinycl.quant.intexec import IntegerFrozenStage
 from tinycl.quant.ptq import quantize_model
-from tinycl.scenarios import Scenario, class_incremental, nic_stream
+from tinycl.scenarios import Experience, Scenario
+from tinycl.strategies import make_learner
 
-__all__ = ["Setup", "prepare", "make_learner", "run_experiment", "evaluate"]
+__all__ = ["Setup", "prepare", "pretrain", "make_learner", "run_experiment", "evaluate", "with_strategy"]
 
 
 @dataclass
@@ -52,24 +54,6 @@ class Setup:
     cache: LatentCache
     adaptive_spec: ModelSpec  # what trains on the device (for imported models: with a new head)
     adaptive_weights: dict  # its float weights: after pre-deployment training, or dequantized from the file
-
-
-def _scenario(cfg: RunConfig, ds: Dataset, rng: np.random.Generator) -> Scenario:
-    d = cfg.data
-    if d.protocol == "class_incremental":
-        return class_incremental(ds, first_classes=d.first_classes, classes_per_experience=d.classes_per_experience,
-                                 class_order=list(d.class_order) if d.class_order else None)
-    if d.protocol == "nic":
-        return nic_stream(ds, first_classes=d.first_classes, first_size=d.first_size, batch_size=d.batch_size,
-                          rng=rng)
-    try:
-        from tinycl.protocols import PROTOCOLS
-    except ImportError:
-        PROTOCOLS = {}
-    if d.protocol not in PROTOCOLS:
-        raise ConfigError(f"data.protocol {d.protocol!r} is not known; allowed: class_incremental, nic, "
-                          f"{', '.join(PROTOCOLS)}")
-    return PROTOCOLS[d.protocol](ds, rng=rng, config=d)
 
 
 def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
@@ -94,96 +78,76 @@ def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: 
     return weights
 
 
-def _split_layer(spec: ModelSpec, layer: str) -> str:
-    """A layer given by name, or by its index in `tinycl inspect`'s table."""
-    if layer.isdigit() and layer not in spec.names:
-        if int(layer) >= len(spec.layers):
-            raise ConfigError(f"model.split index {layer} is out of range 0..{len(spec.layers) - 1}")
-        return spec.names[int(layer)]
-    return layer
+def prepare(cfg: RunConfig, *, dataset: Dataset | None = None, pretrain: bool = True) -> Setup:
+    """The data, scenario, model, split, frozen stage and adaptive stage of `cfg`.
+
+    dataset: the data set cfg.data names, already loaded (it is not read again; cfg.data's n_train/n_test subset
+    is still taken from it). pretrain: False skips pre-deployment training (random weights of the same shapes:
+    enough for shapes, bytes and FLOPs). A zoo model's int8 frozen stage is post-training quantized on
+    experience 0 and runs on the integer executor, as a .tflite model's does."""
+    rng = np.random.default_rng(cfg.seed)
+    ds = dataset if dataset is not None else load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+    if cfg.data.n_train or cfg.data.n_test:
+        ds = ds.subset(cfg.data.n_train, cfg.data.n_test, rng)
+    scenario = PROTOCOLS[cfg.data.protocol](ds, rng=rng, config=cfg.data)
+    if cfg.model.arch.endswith(".tflite"):
+        spec, split, frozen, adaptive = _imported(cfg, ds)
+    else:
+        spec, split, frozen, adaptive = _zoo(cfg, ds, scenario.train[0], trained=pretrain)
+    frozen = _fed(frozen, ds)
+    return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), *adaptive)
 
 
-def _prepare_tflite(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStage, ModelSpec, dict]:
+def _imported(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
     """An int8 .tflite file as the pretrained model: its integer frozen stage, bit-exact with LiteRT, and a float
     adaptive stage (dequantized layers above the split, a new head for the data set's classes)."""
     from tinycl.model.adapt import adaptive_stage
     from tinycl.model.tflite import load_tflite
-    from tinycl.quant.intexec import IntegerFrozenStage
 
-    qmodel = load_tflite(cfg.model.arch)
-    spec = qmodel.spec
-    split = Split.at(spec, _split_layer(spec, cfg.model.split))
-    frozen: FrozenStage = IntegerFrozenStage(qmodel, upto=split.layer)
     if cfg.model.frozen != "int8":
         raise ConfigError("model.frozen must be int8 for a .tflite model: its frozen stage runs in integers")
-    if len(ds.sample_shape) == 3:  # images: resized to the model's input size
+    qmodel = load_tflite(cfg.model.arch)
+    split = Split.at(qmodel.spec, cfg.model.split)
+    adaptive = adaptive_stage(qmodel, split.layer, ds.n_classes, torch.Generator().manual_seed(cfg.seed))
+    return qmodel.spec, split, IntegerFrozenStage(split.frozen_model(qmodel)), adaptive
+
+
+def _zoo(cfg: RunConfig, ds: Dataset, first: Experience, *, trained: bool
+         ) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
+    """A zoo model trained on experience 0 (or left at its initial weights), cut at cfg.model.split; an int8
+    frozen stage is post-training quantized, calibrated on experience 0 as a deployment would be."""
+    m = cfg.model
+    spec = get_model(m.arch, ds.sample_shape, ds.n_classes)
+    split = Split.at(spec, m.split)
+    if not split.adaptive_spec.layers:
+        raise ConfigError(f"model.split {m.split!r} is the last layer of {m.arch}: nothing is left to train; "
+                          f"allowed: a layer before it, e.g. {spec.names[-2] if len(spec.names) > 1 else 'input'}")
+    weights = (pretrain(spec, first.x, first.y, epochs=m.pretrain_epochs, lr=m.pretrain_lr,
+                        batch_size=cfg.train.batch_size, seed=cfg.seed) if trained
+               else get_weights(build(spec, generator=torch.Generator().manual_seed(cfg.seed))))
+    frozen_w, adaptive_w = split.split_weights(weights)
+    if m.frozen == "int8":
+        frozen = IntegerFrozenStage(quantize_model(split.frozen_spec, frozen_w, to_float(first.x)))
+    else:
+        frozen = FloatFrozenStage(split.frozen_spec, frozen_w)
+    return spec, split, frozen, (split.adaptive_spec, adaptive_w)
+
+
+def _fed(stage: FrozenStage, ds: Dataset) -> FrozenStage:
+    """An integer frozen stage fed the data set's samples as its model takes them: uint8 pixel codes resized to
+    the model's input (image models with a uint8 input, e.g. TFLite MobileNets), else the float input."""
+    if isinstance(stage, FloatFrozenStage):
+        return stage  # takes the float input itself
+    spec = stage.spec
+    if spec.input_quant.dtype == "uint8" and len(ds.sample_shape) == 3:
         if ds.sample_shape[0] != spec.input_shape[0]:
             raise ConfigError(f"data set {ds.name!r} has {ds.sample_shape[0]}-channel images; the model takes "
                               f"{spec.input_shape[0]} channels")
-        frozen = ImageInput(frozen, tuple(spec.input_shape[1:]))
-    elif ds.sample_shape != tuple(spec.input_shape):
+        return ImageInput(stage, tuple(spec.input_shape[1:]))
+    if ds.sample_shape != tuple(spec.input_shape):
         raise ConfigError(f"data set {ds.name!r} has samples of shape {ds.sample_shape}; the model takes "
                           f"{tuple(spec.input_shape)}")
-    adaptive_spec, adaptive_w = adaptive_stage(qmodel, split.layer, ds.n_classes,
-                                               torch.Generator().manual_seed(cfg.seed))
-    return spec, split, frozen, adaptive_spec, adaptive_w
-
-
-def prepare(cfg: RunConfig) -> Setup:
-    rng = np.random.default_rng(cfg.seed)
-    ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-    if cfg.data.n_train or cfg.data.n_test:
-        ds = ds.subset(cfg.data.n_train, cfg.data.n_test, rng)
-    scenario = _scenario(cfg, ds, rng)
-    first = scenario.train[0]
-    if cfg.model.arch.endswith(".tflite"):
-        spec, split, frozen, adaptive_spec, adaptive_w = _prepare_tflite(cfg, ds)
-        return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), adaptive_spec, adaptive_w)
-    spec = get_model(cfg.model.arch, ds.sample_shape, ds.n_classes)
-    split = Split.at(spec, _split_layer(spec, cfg.model.split))
-    weights = pretrain(spec, first.x, first.y, epochs=cfg.model.pretrain_epochs, lr=cfg.model.pretrain_lr,
-                       batch_size=cfg.train.batch_size, seed=cfg.seed)
-    frozen_w, adaptive_w = split.split_weights(weights)
-    if cfg.model.frozen == "int8":
-        # calibrated on the pre-deployment data, as a deployment would be
-        frozen = FakeQuantFrozenStage(quantize_model(split.frozen_spec, frozen_w, to_float(first.x)))
-    else:
-        frozen = FloatFrozenStage(split.frozen_spec, frozen_w)
-    return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), split.adaptive_spec, adaptive_w)
-
-
-def _memory(cfg: RunConfig, shape, bits: int, capacity: int, n_classes: int) -> ReplayMemory:
-    m = cfg.memory
-    return ReplayMemory(capacity, shape, bits, granularity=m.granularity, range_method=m.range, n_classes=n_classes)
-
-
-def make_learner(cfg: RunConfig, setup: Setup, strategy: str | None = None, bits: int | None = None) -> Learner:
-    """The learner of `strategy` (default cfg.strategy) with memory bits `bits` (default cfg.memory.bits).
-    raw_replay gets the byte budget of a latent memory of cfg.memory.capacity latents at cfg.memory.bits."""
-    strategy = strategy or cfg.strategy
-    bits = cfg.memory.bits if bits is None else bits
-    adaptive = build(setup.adaptive_spec, setup.adaptive_weights)
-    args = (setup.cache, adaptive, cfg.train)
-    n_classes = setup.scenario.n_classes
-    if strategy == "naive":
-        return Learner(*args, seed=cfg.seed)
-    if strategy == "joint":
-        return Joint(*args, seed=cfg.seed)
-    if strategy == "latent_replay":
-        memory = _memory(cfg, setup.split.latent_shape, bits, cfg.memory.capacity, n_classes)
-        return LatentReplay(*args, memory=memory, policy=cfg.memory.policy, seed=cfg.seed)
-    if strategy == "raw_replay":
-        budget = _memory(cfg, setup.split.latent_shape, bits, cfg.memory.capacity, n_classes).nbytes
-        input_shape = setup.dataset.sample_shape
-        capacity = ReplayMemory.capacity_for(budget, input_shape, 8, granularity=cfg.memory.granularity,
-                                             n_classes=n_classes)
-        memory = _memory(cfg, input_shape, 8, capacity, n_classes)
-        return RawReplay(*args, memory=memory, policy=cfg.memory.policy, seed=cfg.seed)
-    if strategy == "distilled_replay":
-        from tinycl.learners.distilled import make_distilled
-
-        return make_distilled(cfg, setup, bits)
-    raise ConfigError(f"strategy {strategy!r} is not known")
+    return FloatInput(stage)
 
 
 def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, float]:
@@ -200,62 +164,76 @@ def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, 
     return row, (correct / total if total else float("nan"))
 
 
-def _write_results(out: Path, cfg: RunConfig, matrix: AccuracyMatrix, learner: Learner, seconds: float,
-                   strategy: str, bits) -> dict:
-    metrics = {"strategy": strategy, "bits": bits, **matrix.result(), "seconds": seconds,
-               "experiences_done": matrix.done, "accuracy_after_each": matrix.seen_accuracy[: matrix.done].tolist(),
-               "memory_bytes": learner.memory_report(), "latents_computed": learner.encoder.computed}
-    metrics["replay_bytes"] = metrics["memory_bytes"]["replay_memory"]
-    metrics.update(learner.extra_metrics())  # FLOPs; distilled_replay: its FLOPs log, growth decisions
+def _metrics(cfg: RunConfig, matrix: AccuracyMatrix, learner: Learner, seconds: float) -> dict:
+    """metrics.json: the same keys for every strategy; bits and bytes as the learner stores them."""
+    report = learner.memory_report()
+    return {"strategy": cfg.strategy, "bits": learner.stored_bits, **matrix.result(), "seconds": seconds,
+            "experiences_done": matrix.done, "accuracy_after_each": matrix.seen_accuracy[: matrix.done].tolist(),
+            "memory_bytes": report, "replay_bytes": report["replay_memory"],
+            "latents_computed": learner.encoder.computed, **learner.extra_metrics()}
+
+
+def _write_results(out: Path, metrics: dict, matrix: AccuracyMatrix) -> None:
     atomic_write_json(out / "metrics.json", metrics)
     buf = io.StringIO()
     csv.writer(buf).writerows([[f"{v:.6f}" if not np.isnan(v) else "" for v in r] for r in matrix.R[: matrix.done]])
     atomic_write_bytes(out / "accuracy_matrix.csv", buf.getvalue().encode())
-    return metrics
+
+
+def _checkpoint(cfg: RunConfig, learner: Learner, matrix: AccuracyMatrix, elapsed: float) -> dict:
+    return {"config": config_to_dict(cfg), "learner": learner.state_dict(), "R": matrix.R,
+            "seen": matrix.seen_accuracy, "done": matrix.done, "elapsed": elapsed}
+
+
+def _resume(ckpt: Path, cfg: RunConfig, learner: Learner, matrix: AccuracyMatrix) -> float:
+    """Load the checkpoint into learner and matrix; returns the training seconds it had spent."""
+    state = torch.load(ckpt, weights_only=False)
+    if state["config"] != config_to_dict(cfg):
+        raise ConfigError(f"cannot resume: {ckpt.parent} holds a run with a different config; use a new --out")
+    learner.load_state_dict(state["learner"])
+    matrix.R, matrix.seen_accuracy, matrix.done = state["R"], state["seen"], state["done"]
+    return state["elapsed"]
+
+
+def with_strategy(cfg: RunConfig, strategy: str | None = None, bits: int | None = None) -> RunConfig:
+    """cfg with another strategy and/or memory bits (None: cfg's own)."""
+    return replace(cfg, strategy=strategy or cfg.strategy,
+                   memory=cfg.memory if bits is None else replace(cfg.memory, bits=bits))
 
 
 def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = False, setup: Setup | None = None,
                    strategy: str | None = None, bits: int | None = None,
                    progress: Callable[[int], None] | None = None) -> dict:
-    """Run all experiences; with `out`, write config, metrics.json, accuracy_matrix.csv and a checkpoint after each
-    experience (atomically). `resume` continues from the checkpoint in `out`."""
-    strategy = strategy or cfg.strategy
-    bits = {"naive": None, "joint": 32, "raw_replay": 8}.get(strategy, cfg.memory.bits if bits is None else bits)
+    """Run all experiences of `cfg` (with `strategy` / memory `bits` in place of cfg's, if given) and return its
+    metrics. With `out`, write config.toml, metrics.json, accuracy_matrix.csv and a checkpoint after each
+    experience (atomically) and accuracy.png at the end; `resume` continues from the checkpoint in `out`.
+    setup: prepare(cfg)'s result, to share between runs of the same data, model and seed."""
+    cfg = with_strategy(cfg, strategy, bits)
     setup = setup or prepare(cfg)
-    learner = make_learner(cfg, setup, strategy, bits if strategy == "latent_replay" else cfg.memory.bits)
+    learner = make_learner(cfg, setup)
     matrix = AccuracyMatrix(len(setup.scenario))
-    start, elapsed = 0, 0.0
+    elapsed = 0.0
     ckpt = out / "checkpoint.pt" if out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
         if resume and ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
-            if state["config"] != config_to_dict(cfg):
-                raise ConfigError(f"cannot resume: {out} holds a run with a different config; use a new --out")
-            learner.load_state_dict(state["learner"])
-            matrix.R, matrix.seen_accuracy, matrix.done = state["R"], state["seen"], state["done"]
-            start, elapsed = state["done"], state["elapsed"]
+            elapsed = _resume(ckpt, cfg, learner, matrix)
         save_config(cfg, out / "config.toml")
-    metrics = {}
-    for i in range(start, len(setup.scenario)):
+    for i in range(matrix.done, len(setup.scenario)):
         t0 = time.perf_counter()
         learner.partial_fit(setup.scenario.train[i])
         elapsed += time.perf_counter() - t0
         matrix.update(i, *evaluate(learner, setup.scenario, i))
         if out:
-            metrics = _write_results(out, cfg, matrix, learner, elapsed, strategy, bits)
-            state = {"config": config_to_dict(cfg), "learner": learner.state_dict(), "R": matrix.R,
-                     "seen": matrix.seen_accuracy, "done": matrix.done, "elapsed": elapsed}
+            _write_results(out, _metrics(cfg, matrix, learner, elapsed), matrix)
+            state = _checkpoint(cfg, learner, matrix, elapsed)
             atomic_save(ckpt, lambda p, s=state: torch.save(s, p))
         if progress:
             progress(i)
+    metrics = _metrics(cfg, matrix, learner, elapsed)
     if out:
         from tinycl.plots import plot_accuracy
 
-        plot_accuracy({strategy: matrix.seen_accuracy[: matrix.done]}, out / "accuracy.png",
+        plot_accuracy({cfg.strategy: matrix.seen_accuracy[: matrix.done]}, out / "accuracy.png",
                       title=f"{cfg.data.name}: accuracy on classes seen")
-        return json.loads((out / "metrics.json").read_text()) if not metrics else metrics
-    return {"strategy": strategy, "bits": bits, **matrix.result(), "seconds": elapsed,
-            "accuracy_after_each": matrix.seen_accuracy.tolist(), "memory_bytes": learner.memory_report(),
-            "replay_bytes": learner.replay_nbytes,
-            **learner.extra_metrics()}
+    return metrics

@@ -1,5 +1,8 @@
 """Scenarios: a data set cut into a stream of experiences, `for exp in scenario.train: learner.partial_fit(exp)`.
 
+The builders here are generic; tinycl.protocols.PROTOCOLS names them and the standard benchmarks' protocols,
+and is the one table a run config's `data.protocol` resolves through.
+
 Every sample carries an id, unique in the scenario (train ids first, then test ids), so a frozen stage's
 latent of a sample is computed once and cached. `test[j]` holds the test data of the classes that first
 appear in experience j (empty when j brings no new class), so R[i, j] reads "accuracy on what experience j
@@ -15,7 +18,7 @@ import numpy as np
 from tinycl.data.dataset import Dataset
 from tinycl.errors import ConfigError
 
-__all__ = ["Experience", "Scenario", "class_incremental", "nic_stream", "SCENARIOS"]
+__all__ = ["Experience", "Scenario", "class_incremental", "nic_stream"]
 
 
 @dataclass(frozen=True)
@@ -108,5 +111,3 @@ def nic_stream(ds: Dataset, *, first_classes: int = 10, first_size: int = 3000, 
         seen.update(e.classes)
     return Scenario(f"{ds.name}-nic", train, _tests(ds, new_classes), n, ds.classes)
 
-
-SCENARIOS = {"class_incremental": class_incremental, "nic": nic_stream}

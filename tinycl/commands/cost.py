@@ -2,8 +2,10 @@
 
 Prints the bytes of every buffer and the memory tier it lands in (fits / does not fit, naming the tier and the
 overflow), MACs, latency and energy per training mini-batch and per experience, and the battery lifetime when
-one mini-batch is learned every --period-s seconds. Without CONFIG the default run config (the demo learner:
-digits_cnn split after conv3, N = 100) is costed; --paper costs the paper's MobileNet-V1 setting instead.
+one mini-batch is learned every --period-s seconds. CONFIG is a run config: the learner costed is the one
+`tinycl run CONFIG` builds (its data set, .tflite or zoo model, split, strategy), without pre-deployment
+training. Without CONFIG the demo learner (digits_cnn split after conv3, N = 100) is costed; --paper costs the
+paper's MobileNet-V1 setting instead.
 --target all prints one summary line per target. A configuration that does not fit is a report (exit 0).
 """
 
@@ -28,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--battery-mah", type=float, default=3300.0, help="battery capacity (default 3300 mAh)")
     p.add_argument("--volts", type=float, default=3.7, help="battery voltage (default 3.7 V, one Li-ion cell)")
     p.add_argument("--period-s", type=float, default=60.0, help="one mini-batch is learned every ... s (default 60)")
-    p.add_argument("--samples-per-experience", type=int, default=None, help="new samples per experience")
+    p.add_argument("--samples-per-experience", type=int, default=None,
+                   help="new samples per experience (default: the scenario's mean after experience 0)")
     p.add_argument("--epochs", type=int, default=None, help="passes over each experience's new samples")
     p.add_argument("--micro-batch", type=int, default=None,
                    help="samples per forward/backward pass (default: the whole mini-batch; 1: batch-size-1 kernels)")

@@ -22,8 +22,9 @@ import math
 from dataclasses import dataclass, field
 
 from tinycl.cost.targets import BUFFER_KINDS, Target, Tier
-from tinycl.cost.workload import FP32, Workload, buffers, layer_macs, planned_arena_bytes
+from tinycl.cost.workload import FP32, Workload, buffers, planned_arena_bytes
 from tinycl.errors import ConfigError
+from tinycl.flops import layer_macs
 
 __all__ = ["Battery", "Overflow", "Cost", "CostReport", "place", "estimate"]
 
@@ -148,7 +149,7 @@ def _traffic(w: Workload, sizes: dict[str, int], where: dict[str, str | None], o
     """Bytes moved to/from off-chip tiers for one mini-batch (experience=False: a first-epoch mini-batch) or
     for all mini-batches of an experience. Weights are read once per pass (forward, input gradient), gradients
     read and written once per pass, and the SGD update reads and writes weights, gradients and momentum."""
-    adaptive = w.split.adaptive_spec
+    adaptive = w.adaptive_spec
     first = next((m.params for m in layer_macs(adaptive) if m.params), 0) * FP32
     p, passes = sizes["adaptive_weights"], w.passes_per_batch
     steps = w.steps_per_experience if experience else 1
@@ -174,12 +175,12 @@ def _traffic(w: Workload, sizes: dict[str, int], where: dict[str, str | None], o
 
 
 def _macs(w: Workload, experience: bool) -> dict[str, int]:
-    layers = layer_macs(w.split.adaptive_spec)
+    layers = layer_macs(w.adaptive_spec)
     steps = w.steps_per_experience if experience else 1
     samples = steps * w.batch_size
     new = w.samples_per_experience if experience else w.new_per_batch
     frozen = new * w.split.frozen_spec.macs()
-    params = w.split.adaptive_spec.num_params()
+    params = w.adaptive_spec.num_params()
     return {
         "frozen_int8": frozen if w.frozen_bits == 8 else 0,
         "frozen_fp32": frozen if w.frozen_bits == 32 else 0,

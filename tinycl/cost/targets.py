@@ -105,24 +105,44 @@ _TRAINLIB_M4 = ("PULP-TrainLib (Nadalini et al., SAMOS 2022) abstract: 4.39 MAC/
                 "and backward alike")
 _CMSIS_INT8 = ("assumption: int8 convolutions with 2-way SIMD MACs (SMLAD, CMSIS-NN style) sustain about "
                "0.5 MAC/cycle on a Cortex-M4 including im2col and requantization")
-_SD = {"size": "assumption: a 1 GiB SD card (SPI/SDIO) as bulk store for the replay memory",
-       "bandwidth": "assumption: 10 MB/s sustained block reads over 4-bit SDIO",
-       "energy_per_byte": "assumption: ~80 mA at 3.3 V while transferring 10 MB/s -> ~25 nJ/B",
-       "retention_w": "assumption: flash is non-volatile; the card is power-gated during sleep (0 W)"}
+
+
+def _off_chip(name: str, mib: int, bandwidth: float, energy_per_byte: float, retention_w: float,
+              why: tuple[str, str, str, str], holds: tuple[str, ...] = _RAM) -> Tier:
+    """An off-chip memory of `mib` MiB: B/s, J per byte moved, W retained in sleep; `why`: the sources of its
+    size, bandwidth, energy per byte and retention power, in that order."""
+    sources = dict(zip(("size", "bandwidth", "energy_per_byte", "retention_w"), why, strict=True))
+    return Tier(name, mib * MiB, holds, sources, off_chip=True, bandwidth=bandwidth,
+                energy_per_byte=energy_per_byte, retention_w=retention_w)
 
 
 def _sd_card() -> Tier:
-    return Tier("sd_card", 1024 * MiB, ("replay", "latent_cache"), dict(_SD), off_chip=True,
-                bandwidth=10e6, energy_per_byte=25e-9, retention_w=0.0)
+    return _off_chip("sd_card", 1024, 10e6, 25e-9, 0.0, (
+        "assumption: a 1 GiB SD card (SPI/SDIO) as bulk store for the replay memory",
+        "assumption: 10 MB/s sustained block reads over 4-bit SDIO",
+        "assumption: ~80 mA at 3.3 V while transferring 10 MB/s -> ~25 nJ/B",
+        "assumption: flash is non-volatile; the card is power-gated during sleep (0 W)"), ("replay", "latent_cache"))
 
 
 def _psram(size_mib: int, bus: str) -> Tier:
-    return Tier(f"{bus.lower()}_psram", size_mib * MiB, _RAM, {
-        "size": f"assumption: {size_mib} MiB of PSRAM on the {bus} interface (external, not on the die)",
-        "bandwidth": f"assumption: 50 MB/s sustained memory-mapped reads over {bus}",
-        "energy_per_byte": "assumption: ~25 mA at 1.8-3.3 V for 50 MB/s -> ~0.5 nJ/B",
-        "retention_w": "assumption: PSRAM self-refresh standby ~100 uA at 3.3 V -> 0.3 mW"},
-        off_chip=True, bandwidth=50e6, energy_per_byte=0.5e-9, retention_w=0.3e-3)
+    return _off_chip(f"{bus.lower()}_psram", size_mib, 50e6, 0.5e-9, 0.3e-3, (
+        f"assumption: {size_mib} MiB of PSRAM on the {bus} interface (external, not on the die)",
+        f"assumption: 50 MB/s sustained memory-mapped reads over {bus}",
+        "assumption: ~25 mA at 1.8-3.3 V for 50 MB/s -> ~0.5 nJ/B",
+        "assumption: PSRAM self-refresh standby ~100 uA at 3.3 V -> 0.3 mW"))
+
+
+# the off-chip memories the VEGA and STM32H7 boards are assumed to carry
+_HYPERRAM = _off_chip("hyperram", 64, 200e6, 0.15e-9, 0.15e-3, (
+    "assumption: 64 MiB HyperRAM, sized after the paper's 'less than 64 MB' learner",
+    "assumption: 200 MB/s effective over HyperBus (8-bit DDR, ~400 MB/s peak)",
+    "assumption: ~25 mA at 1.8 V for 333 MB/s plus I/O -> ~0.15 nJ/B",
+    "assumption: HyperRAM hybrid sleep, ~0.15 mW for 64 MiB"))
+_FMC_SDRAM = _off_chip("fmc_sdram", 32, 100e6, 0.3e-9, 1e-3, (
+    "assumption: 32 MiB SDRAM on the FMC (as on ST's evaluation boards)",
+    "assumption: 100 MB/s effective (16-bit SDRAM at 100 MHz, through the M7 cache)",
+    "assumption: ~0.3 nJ/B for SDRAM plus board I/O",
+    "assumption: SDRAM self-refresh ~1 mW for 32 MiB"))
 
 
 # -- the targets ------------------------------------------------------------------------------------------------
@@ -136,12 +156,7 @@ VEGA = Target(
         Tier("L2", 1536 * KiB, _RAM, {
             "size": "assumption: 1.5 MiB L2 = DESIGN.md's 1.6 MB SRAM minus L1"}),
         Tier("MRAM", 4 * MiB, ("frozen_weights",), {"size": "DESIGN.md: 4 MB MRAM (non-volatile)"}),
-        Tier("hyperram", 64 * MiB, _RAM, {
-            "size": "assumption: 64 MiB HyperRAM, sized after the paper's 'less than 64 MB' learner",
-            "bandwidth": "assumption: 200 MB/s effective over HyperBus (8-bit DDR, ~400 MB/s peak)",
-            "energy_per_byte": "assumption: ~25 mA at 1.8 V for 333 MB/s plus I/O -> ~0.15 nJ/B",
-            "retention_w": "assumption: HyperRAM hybrid sleep, ~0.15 mW for 64 MiB"},
-             off_chip=True, bandwidth=200e6, energy_per_byte=0.15e-9, retention_w=0.15e-3),
+        _HYPERRAM,
     ),
     sources={
         "clock_hz": "inferred: Vega (Rossi et al., JSSC 2022) abstract: 32.2 GOPS peak on 9 cores x 4-way int8 "
@@ -157,50 +172,39 @@ VEGA = Target(
     },
 )
 
-STM32L4 = Target(
-    name="stm32l4", title="STM32L4R5 (Cortex-M4F, 120 MHz, 640 KB SRAM, 2 MB flash)",
-    clock_hz=120e6, cores=1, fwd_macs_per_cycle=0.12, bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5,
-    active_w=100e-6 * 120 * 3.3, sleep_w=3e-6 * 3.3, dma_overlap=False,
-    tiers=(
-        Tier("SRAM", 640 * KiB, _RAM, {"size": "STM32L4R5ZI summary (ST, quoted in Zephyr nucleo_l4r5zi docs): "
-                                               "640 Kbytes of SRAM"}),
-        Tier("flash", 2 * MiB, ("frozen_weights",), {"size": "STM32L4R5ZI summary: 2-Mbyte flash"}),
-        _psram(32, "OCTOSPI"),
-        _sd_card(),
-    ),
-    sources={
-        "clock_hz": "STM32L4R5ZI summary (ST, quoted in Zephyr nucleo_l4r5zi docs): up to 120 MHz",
-        "cores": "datasheet: one Cortex-M4F",
-        "fwd_macs_per_cycle": _TRAINLIB_M4,
-        "bwd_macs_per_cycle": _TRAINLIB_M4,
-        "int8_macs_per_cycle": _CMSIS_INT8,
-        "active_w": "STM32L4R5ZI summary: 100 uA/MHz run mode, x 120 MHz x 3.3 V (assumed supply)",
-        "sleep_w": "assumption: Stop 2 with full SRAM retention ~3 uA at 3.3 V",
-        "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)",
-    },
-)
+def _cortex_m4f(name: str, title: str, mhz: float, sleep_w: float, sram: tuple[int, str], flash: tuple[int, str],
+                external: tuple[Tier, ...], sources: dict[str, str]) -> Target:
+    """A Cortex-M4F part: one core at `mhz`, PULP-TrainLib's fp32 and CMSIS-NN-class int8 rates, 100 uA/MHz at
+    3.3 V while running, stalls on external memory. sram: (KiB, source); flash: (MiB, source); external: its
+    off-chip tiers. `sources` cites clock_hz, active_w and sleep_w (and may replace the shared citations)."""
+    shared = {"cores": "datasheet: one Cortex-M4F", "fwd_macs_per_cycle": _TRAINLIB_M4,
+              "bwd_macs_per_cycle": _TRAINLIB_M4, "int8_macs_per_cycle": _CMSIS_INT8,
+              "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)"}
+    tiers = (Tier("SRAM", sram[0] * KiB, _RAM, {"size": sram[1]}),
+             Tier("flash", flash[0] * MiB, ("frozen_weights",), {"size": flash[1]}), *external)
+    return Target(name=name, title=title, clock_hz=mhz * 1e6, cores=1, fwd_macs_per_cycle=0.12,
+                  bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5, active_w=100e-6 * mhz * 3.3, sleep_w=sleep_w,
+                  dma_overlap=False, tiers=tiers, sources={**shared, **sources})
 
-STM32L476 = Target(
-    name="stm32l476", title="STM32L476 (Cortex-M4F, 80 MHz, 128 KB SRAM, 1 MB flash)",
-    clock_hz=80e6, cores=1, fwd_macs_per_cycle=0.12, bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5,
-    active_w=100e-6 * 80 * 3.3, sleep_w=1.4e-6 * 3.3, dma_overlap=False,
-    tiers=(
-        Tier("SRAM", 128 * KiB, _RAM, {"size": "STM32L476xx datasheet: 128 KB SRAM (96 KB SRAM1 + 32 KB SRAM2)"}),
-        Tier("flash", 1 * MiB, ("frozen_weights",), {"size": "STM32L476RG: 1 MB flash"}),
-        _psram(32, "QUADSPI"),
-        _sd_card(),
-    ),
-    sources={
-        "clock_hz": "STM32L476RG summary (ST, quoted in Zephyr nucleo_l476rg docs): up to 80 MHz",
-        "cores": "datasheet: one Cortex-M4F",
-        "fwd_macs_per_cycle": _TRAINLIB_M4,
-        "bwd_macs_per_cycle": _TRAINLIB_M4,
-        "int8_macs_per_cycle": _CMSIS_INT8,
-        "active_w": "STM32L476RG summary: 100 uA/MHz run mode, x 80 MHz x 3.3 V (assumed supply)",
-        "sleep_w": "assumption: Stop 2 with SRAM retention ~1.4 uA at 3.3 V",
-        "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)",
-    },
-)
+
+def _stm32l4(name: str, part: str, board: str, mhz: int, sleep_ua: float, bus: str, sram: tuple[int, str],
+             flash: tuple[int, str]) -> Target:
+    """An STM32L4 part as ST's summary gives it (quoted in Zephyr's `board` docs), with OctoSPI/QuadSPI PSRAM
+    and an SD card as external memory. sram: (KiB, what the summary says); flash: (MiB, what it says)."""
+    summary = f"{part} summary (ST, quoted in Zephyr {board} docs)"
+    return _cortex_m4f(
+        name, f"{part[:9]} (Cortex-M4F, {mhz} MHz, {sram[0]} KB SRAM, {flash[0]} MB flash)", mhz, sleep_ua * 1e-6 * 3.3,
+        sram=(sram[0], f"{summary}: {sram[1]}"), flash=(flash[0], f"{summary}: {flash[1]}"),
+        external=(_psram(32, bus), _sd_card()),
+        sources={"clock_hz": f"{summary}: up to {mhz} MHz",
+                 "active_w": f"{summary}: 100 uA/MHz run mode, x {mhz} MHz x 3.3 V (assumed supply)",
+                 "sleep_w": f"assumption: Stop 2 with SRAM retention ~{sleep_ua:g} uA at 3.3 V"})
+
+
+STM32L4 = _stm32l4("stm32l4", "STM32L4R5ZI", "nucleo_l4r5zi", 120, 3.0, "OCTOSPI",
+                   sram=(640, "640 Kbytes of SRAM"), flash=(2, "2-Mbyte flash"))
+STM32L476 = _stm32l4("stm32l476", "STM32L476RG", "nucleo_l476rg", 80, 1.4, "QUADSPI",
+                     sram=(128, "128 KB SRAM (96 KB SRAM1 + 32 KB SRAM2)"), flash=(1, "1 MB flash"))
 
 STM32H7 = Target(
     name="stm32h7", title="STM32H743 (Cortex-M7, 480 MHz, 1 MB SRAM, 2 MB flash)",
@@ -210,12 +214,7 @@ STM32H7 = Target(
         Tier("SRAM", 1024 * KiB, _RAM, {"size": "STM32H743 summary: 1 MB RAM (AXI SRAM + SRAM1-4 + TCMs, "
                                                 "several blocks; treated as one)"}),
         Tier("flash", 2 * MiB, ("frozen_weights",), {"size": "STM32H743 summary: 2 MB flash"}),
-        Tier("fmc_sdram", 32 * MiB, _RAM, {
-            "size": "assumption: 32 MiB SDRAM on the FMC (as on ST's evaluation boards)",
-            "bandwidth": "assumption: 100 MB/s effective (16-bit SDRAM at 100 MHz, through the M7 cache)",
-            "energy_per_byte": "assumption: ~0.3 nJ/B for SDRAM plus board I/O",
-            "retention_w": "assumption: SDRAM self-refresh ~1 mW for 32 MiB"},
-             off_chip=True, bandwidth=100e6, energy_per_byte=0.3e-9, retention_w=1e-3),
+        _FMC_SDRAM,
         _sd_card(),
     ),
     sources={
@@ -231,25 +230,13 @@ STM32H7 = Target(
     },
 )
 
-CORTEX_M4F = Target(
-    name="cortex-m4f", title="generic Cortex-M4F (100 MHz, 256 KB SRAM, 1 MB flash, no external memory)",
-    clock_hz=100e6, cores=1, fwd_macs_per_cycle=0.12, bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5,
-    active_w=100e-6 * 100 * 3.3, sleep_w=5e-6 * 3.3, dma_overlap=False,
-    tiers=(
-        Tier("SRAM", 256 * KiB, _RAM, {"size": "assumption: a mid-range Cortex-M4F part"}),
-        Tier("flash", 1 * MiB, ("frozen_weights",), {"size": "assumption: a mid-range Cortex-M4F part"}),
-    ),
-    sources={
-        "clock_hz": "assumption: a mid-range Cortex-M4F part",
-        "cores": "assumption: one core",
-        "fwd_macs_per_cycle": _TRAINLIB_M4,
-        "bwd_macs_per_cycle": _TRAINLIB_M4,
-        "int8_macs_per_cycle": _CMSIS_INT8,
-        "active_w": "assumption: 100 uA/MHz at 3.3 V, like the STM32L4 parts",
-        "sleep_w": "assumption: ~5 uA retentive stop mode at 3.3 V",
-        "dma_overlap": "assumption: no external memory",
-    },
-)
+CORTEX_M4F = _cortex_m4f(
+    "cortex-m4f", "generic Cortex-M4F (100 MHz, 256 KB SRAM, 1 MB flash, no external memory)", 100, 5e-6 * 3.3,
+    sram=(256, "assumption: a mid-range Cortex-M4F part"), flash=(1, "assumption: a mid-range Cortex-M4F part"),
+    external=(), sources={"clock_hz": "assumption: a mid-range Cortex-M4F part", "cores": "assumption: one core",
+                          "active_w": "assumption: 100 uA/MHz at 3.3 V, like the STM32L4 parts",
+                          "sleep_w": "assumption: ~5 uA retentive stop mode at 3.3 V",
+                          "dma_overlap": "assumption: no external memory"})
 
 TARGETS: dict[str, Target] = {t.name: t for t in (VEGA, STM32L4, STM32L476, STM32H7, CORTEX_M4F)}
 

@@ -1,8 +1,10 @@
-"""What an on-device latent-replay learner computes and stores, counted from the layer records (no device).
+"""What an on-device latent-replay learner computes and stores (no device).
 
-`Workload` is the learner's configuration; `layer_macs` counts training MACs per layer and sample, and
-`buffers` counts the bytes of every buffer the device holds. A target (cost.targets) turns these counts into
-placement, time and energy (cost.model).
+`Workload` is the learner's configuration; `buffers` gives the bytes of every buffer the device holds, each
+from the code that allocates that buffer (`ReplayMemory.bytes_for`, `QuantizedModel.nbytes_for`, the arena
+planner of tinycl.device.arena); per-layer MACs come from tinycl.flops.layer_macs. A target (cost.targets)
+turns these counts into placement, time and energy (cost.model). `from_config` builds the learner
+`tinycl run` builds (tinycl.runner.prepare, the strategy registry) and reads its workload off that learner.
 
 Training one sample through the adaptive stage costs, per layer with weights: the forward MACs, the same
 again for the weight gradient, and the same again for the input gradient, which the first trainable layer
@@ -16,13 +18,13 @@ import math
 from dataclasses import dataclass
 
 from tinycl.errors import ConfigError, ModelError
+from tinycl.memory import ReplayMemory, check_bits
+from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import ModelSpec
 from tinycl.model.split import Split
-from tinycl.quant.packing import packed_nbytes
 
-__all__ = ["Workload", "LayerMacs", "layer_macs", "buffers", "replay_nbytes", "frozen_nbytes",
-           "activation_nbytes", "frozen_scratch_nbytes", "paper_workload",
-           "from_config", "planned_arena_bytes"]
+__all__ = ["Workload", "buffers", "activation_nbytes", "frozen_scratch_nbytes", "planned_arena_bytes",
+           "MEMORY_REPORT_KEYS", "paper_workload", "build_learner", "from_config", "workload_of"]
 
 FP32 = 4
 
@@ -39,7 +41,8 @@ class Workload:
     momentum buffer. micro_batch: samples per forward/backward pass, gradients accumulated over the mini-batch
     (None: the whole mini-batch at once; 1: PULP-TrainLib's batch-size-1 kernels). frozen_bits: 8 (int8
     frozen stage) or 32. granularity: replay quantizer scales per "tensor" or per "channel". n_classes: label
-    range (labels take 1 byte up to 256 classes, else 2).
+    range (labels take 1 byte up to 256 classes, else 2). adaptive_spec: what trains on the device (None:
+    split.adaptive_spec; an imported model's adaptive stage has a new head for the data set's classes).
     """
 
     split: Split
@@ -54,12 +57,12 @@ class Workload:
     frozen_bits: int = 8
     granularity: str = "tensor"
     n_classes: int = 10
+    adaptive_spec: ModelSpec | None = None
 
     def __post_init__(self):
         if self.capacity < 0 or self.batch_size < 1 or self.samples_per_experience < 1 or self.epochs < 1:
             raise ConfigError("capacity must be >= 0; batch_size, samples_per_experience and epochs >= 1")
-        if self.bits not in (32, *range(1, 9)):
-            raise ConfigError(f"replay bits must be 32 or 1..8, got {self.bits}")
+        check_bits(self.bits, "replay bits")
         if self.frozen_bits not in (8, 32):
             raise ConfigError(f"frozen_bits must be 8 (int8) or 32 (fp32), got {self.frozen_bits}")
         if self.granularity not in ("tensor", "channel"):
@@ -77,7 +80,9 @@ class Workload:
             object.__setattr__(self, "micro_batch", self.batch_size)
         if not 1 <= self.micro_batch <= self.batch_size:
             raise ConfigError(f"micro_batch must be in 1..{self.batch_size}, got {self.micro_batch}")
-        if not self.split.adaptive_spec.num_params():
+        if self.adaptive_spec is None:
+            object.__setattr__(self, "adaptive_spec", self.split.adaptive_spec)
+        if not self.adaptive_spec.num_params():
             raise ConfigError(f"nothing to train after split layer {self.split.layer!r}")
 
     @property
@@ -95,67 +100,13 @@ class Workload:
         return math.ceil(self.batch_size / self.micro_batch)
 
 
-@dataclass(frozen=True)
-class LayerMacs:
-    """MACs of one adaptive layer for one sample (fp32). params: its parameter count."""
-
-    name: str
-    forward: int
-    weight_grad: int
-    input_grad: int
-    params: int
-
-
-def layer_macs(adaptive: ModelSpec) -> list[LayerMacs]:
-    """Per layer of the adaptive stage: forward, weight-gradient and input-gradient MACs for one sample.
-
-    Weight and input gradients of conv, depthwise and linear layers cost what the forward pass costs; the
-    first layer with weights has no input gradient. Layers without weights (pooling, activations) count 0."""
-    out, first = [], True
-    for layer in adaptive.layers:
-        fwd = adaptive.macs(layer)
-        if layer.has_weights:
-            out.append(LayerMacs(layer.name, fwd, fwd, 0 if first else fwd, adaptive.num_params(layer)))
-            first = False
-        else:
-            out.append(LayerMacs(layer.name, fwd, 0, 0, 0))
-    return out
-
-
-def replay_nbytes(capacity: int, latent_shape: tuple[int, ...], bits: int, granularity: str = "tensor",
-                  n_classes: int = 10) -> int:
-    """Bytes of a replay memory (as tinycl.memory.ReplayMemory.nbytes): ceil(N * D * Q / 8) packed codes,
-    one float32 scale + uint8 zero point per tensor or channel (none at 32 bits), one label per slot."""
-    if capacity == 0:
-        return 0
-    d = math.prod(latent_shape)
-    codes = capacity * d * FP32 if bits == 32 else packed_nbytes(capacity * d, bits)
-    qparams = 0 if bits == 32 else (latent_shape[0] if granularity == "channel" else 1) * (4 + 1)
-    return codes + qparams + capacity * (1 if n_classes <= 256 else 2)
-
-
-def frozen_nbytes(frozen: ModelSpec, bits: int = 8) -> int:
-    """Bytes of the frozen stage's parameters (as tinycl.quant.ptq.QuantizedModel.nbytes): int8 weights, int32
-    biases and a float32 scale + int32 zero point per output channel; or fp32 everything at 32 bits."""
-    total = 0
-    for layer in frozen.layers:
-        shapes = frozen.weight_shapes(layer)
-        if not shapes:
-            continue
-        if bits == 32:
-            total += sum(math.prod(s) for s in shapes.values()) * FP32
-            continue
-        total += math.prod(shapes["weight"]) + 8 * shapes["weight"][0]
-        total += math.prod(shapes["bias"]) * 4 if "bias" in shapes else 0
-    return total
-
-
-def activation_nbytes(adaptive: ModelSpec, micro_batch: int) -> int:
-    """fp32 activations one training pass keeps for its backward pass: the stage input and every layer's
-    output, at `micro_batch` samples. A stand-in until the device arena planner gives the exact size; it
-    leaves out gradient buffers and in-place reuse, so the real arena can be smaller or larger."""
+def activation_nbytes(adaptive: ModelSpec, samples: int) -> int:
+    """Bytes of the fp32 activations one training pass keeps for its backward pass: the stage input and every
+    layer's output, at `samples` samples. The one count of them (Learner.memory_report's peak_activations
+    should read it too); a stand-in where the device arena planner cannot plan the stage: it leaves out
+    gradient buffers and in-place reuse, so the real arena can be smaller or larger."""
     kept = math.prod(adaptive.input_shape) + sum(math.prod(adaptive.output_shape(n)) for n in adaptive.names)
-    return micro_batch * kept * FP32
+    return samples * kept * FP32
 
 
 def frozen_scratch_nbytes(frozen: ModelSpec, bits: int = 8) -> int:
@@ -171,37 +122,42 @@ def frozen_scratch_nbytes(frozen: ModelSpec, bits: int = 8) -> int:
 def planned_arena_bytes(w: Workload) -> int | None:
     """The training arena the device planner (tinycl.device.arena) lays out for one pass: the stage input,
     activations and activation gradients of one sample, times `micro_batch` (every tensor scales with the
-    samples of a pass, so does the plan). None if the planner is not installed or cannot run the stage."""
+    samples of a pass, so does the plan). None if the planner cannot run the stage."""
+    from tinycl.device.arena import plan_arena, training_schedule
+
     try:
-        from tinycl.device.arena import plan_arena, training_schedule
-    except ImportError:
-        return None
-    try:
-        schedule = training_schedule(w.split.adaptive_spec, momentum=w.momentum)
+        schedule = training_schedule(w.adaptive_spec, momentum=w.momentum)
     except ModelError:  # an op the device runtime does not train: fall back to the estimate
         return None
     return plan_arena(schedule, kinds=("input", "activation", "gradient")).size * w.micro_batch
 
 
+# buffers() key -> Learner.memory_report() key of the same bytes (tests/test_cost.py checks they are equal)
+MEMORY_REPORT_KEYS = {"frozen_weights": "frozen_weights", "adaptive_weights": "adaptive_weights",
+                      "gradients": "gradients", "momentum": "optimizer_state", "replay": "replay_memory"}
+
+
 def buffers(w: Workload, arena_bytes: int | None = None) -> dict[str, int]:
-    """Bytes of every device buffer, by kind (cost.targets.BUFFER_KINDS).
+    """Bytes of every device buffer, by kind (cost.targets.BUFFER_KINDS), each from the code that allocates it.
 
     arena_bytes: the training arena if known (planned_arena_bytes, or measured); otherwise the kept-activation
     estimate of `activation_nbytes` is used. Training and frozen inference share the arena (they never run
     at the same time), so it is the larger of the two."""
-    adaptive, frozen = w.split.adaptive_spec, w.split.frozen_spec
-    params = adaptive.num_params() * FP32
+    adaptive, frozen = w.adaptive_spec, w.split.frozen_spec
+    params = adaptive.num_params() * FP32  # fp32 torch parameters, as memory_report counts them
     train = arena_bytes if arena_bytes is not None else activation_nbytes(adaptive, w.micro_batch)
     latent = math.prod(w.split.latent_shape) * (1 if w.frozen_bits == 8 else FP32)
     cached = w.samples_per_experience if w.epochs > 1 else w.new_per_batch
+    replay = ReplayMemory.bytes_for(w.capacity, w.split.latent_shape, w.bits, granularity=w.granularity,
+                                    n_classes=w.n_classes) if w.capacity else 0
     return {
         "activations": max(train, frozen_scratch_nbytes(frozen, w.frozen_bits) if frozen.layers else 0),
         "adaptive_weights": params,
         "gradients": params,
         "momentum": params if w.momentum else 0,
         "latent_cache": cached * latent if frozen.layers else 0,
-        "replay": replay_nbytes(w.capacity, w.split.latent_shape, w.bits, w.granularity, w.n_classes),
-        "frozen_weights": frozen_nbytes(frozen, w.frozen_bits),
+        "replay": replay,
+        "frozen_weights": QuantizedModel.nbytes_for(frozen) if w.frozen_bits == 8 else frozen.num_params() * FP32,
     }
 
 
@@ -217,33 +173,44 @@ def paper_workload(epochs: int = 4) -> Workload:
                     momentum=False, micro_batch=1, n_classes=50)
 
 
+def build_learner(cfg):
+    """(setup, learner) exactly as `tinycl run` builds them, without pre-deployment training: the same shapes
+    and bytes, random weights (cost does not depend on their values)."""
+    from tinycl.runner import prepare
+    from tinycl.strategies import make_learner
+
+    setup = prepare(cfg, pretrain=False)
+    return setup, make_learner(cfg, setup)
+
+
+def _new_per_experience(scenario) -> int:
+    """Mean new samples of the experiences after the first (the first is the pre-deployment data)."""
+    sizes = [len(e.y) for e in scenario.train[1:]] or [len(scenario.train[0].y)]
+    return max(1, round(sum(sizes) / len(sizes)))
+
+
 def from_config(cfg, samples_per_experience: int | None = None, micro_batch: int | None = None,
                 epochs: int | None = None) -> Workload:
-    """The workload of a run config (tinycl.config.RunConfig): model, split, memory and training settings.
+    """The workload of a run config (tinycl.config.RunConfig): that of the learner `tinycl run` builds."""
+    setup, learner = build_learner(cfg)
+    return workload_of(cfg, setup, learner, samples_per_experience, micro_batch, epochs)
 
-    The data set gives the input shape and class count; samples per experience come from the protocol
-    (nic: data.batch_size; class_incremental: the mean training samples per class x classes_per_experience)
-    unless given."""
-    from tinycl.data.registry import load_dataset
-    from tinycl.model.zoo import get_model
 
-    if cfg.strategy not in ("latent_replay", "naive"):
-        raise ConfigError(f"the cost model covers strategy latent_replay and naive, not {cfg.strategy!r}")
-    ds = load_dataset(cfg.data.name, cfg.data.root)
-    if samples_per_experience is None:
-        if cfg.data.protocol == "nic":
-            samples_per_experience = cfg.data.batch_size
-        elif cfg.data.protocol == "class_incremental":
-            n_train = cfg.data.n_train or len(ds.y_train)
-            samples_per_experience = round(n_train / ds.n_classes * cfg.data.classes_per_experience)
-        else:
-            raise ConfigError(f"protocol {cfg.data.protocol!r}: give the new samples per experience "
-                              f"(--samples-per-experience)")
-    split = Split.at(get_model(cfg.model.arch, ds.sample_shape, ds.n_classes), cfg.model.split)
-    capacity = cfg.memory.capacity if cfg.strategy == "latent_replay" else 0
-    new, _ = cfg.train.mix(samples_per_experience, capacity)
-    return Workload(split, capacity=capacity, bits=cfg.memory.bits, batch_size=cfg.train.batch_size,
-                    samples_per_experience=samples_per_experience, new_per_batch=new,
-                    epochs=epochs or cfg.train.epochs, momentum=cfg.train.momentum > 0, micro_batch=micro_batch,
-                    frozen_bits=8 if cfg.model.frozen == "int8" else 32, granularity=cfg.memory.granularity,
-                    n_classes=ds.n_classes)
+def workload_of(cfg, setup, learner, samples_per_experience: int | None = None, micro_batch: int | None = None,
+                epochs: int | None = None) -> Workload:
+    """The workload read off a built learner: its split, adaptive stage, replay memory and training settings.
+    Samples per experience: the scenario's mean after experience 0, unless given."""
+    memory = getattr(learner, "memory", None)
+    if learner.replay_nbytes and (memory is None or memory.sample_shape != tuple(setup.split.latent_shape)):
+        raise ConfigError(f"the cost model covers learners that replay latents from a ReplayMemory "
+                          f"(latent_replay) or nothing (naive); strategy {cfg.strategy!r} stores something else")
+    train = learner.train_cfg
+    spe = samples_per_experience or _new_per_experience(setup.scenario)
+    capacity = memory.capacity if memory is not None else 0
+    return Workload(setup.split, capacity=capacity, bits=memory.bits if memory is not None else 32,
+                    batch_size=train.batch_size, samples_per_experience=spe,
+                    new_per_batch=train.mix(spe, capacity)[0], epochs=epochs or train.epochs,
+                    momentum=train.momentum > 0, micro_batch=micro_batch,
+                    frozen_bits=8 if cfg.model.frozen == "int8" else 32,
+                    granularity=memory.granularity if memory is not None else "tensor",
+                    n_classes=setup.scenario.n_classes, adaptive_spec=learner.adaptive.spec)

@@ -2,8 +2,8 @@
 
 The key is the source files' paths, sizes and modification times plus the loader's options, so replacing or
 touching a source file invalidates its entry. The cache is an optimisation only: an unwritable or corrupt
-cache falls back to decoding, and `cache=False` bypasses it. Writes are atomic (temporary file + os.replace),
-so an interrupted write never leaves a half-written entry behind.
+cache falls back to decoding, and `cache=False` bypasses it. Writes are atomic (tinycl.io.atomic_output), so
+an interrupted write never leaves a half-written entry behind.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from tinycl.io import atomic_output
 
 __all__ = ["cache_dir", "cache_key", "cached_arrays", "find_cached"]
 
@@ -79,15 +80,8 @@ def cached_arrays(loader: str, sources: Iterable[Path], options: dict, build: Ca
         return arrays
     arrays = build()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{loader}-", suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # uncompressed: the point of the cache is a fast second load
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # uncompressed: the point of the cache is a fast second load
     except OSError:
         pass  # read-only or full disk: the cache is never required
     return arrays

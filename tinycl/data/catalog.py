@@ -7,8 +7,6 @@ listing is instant.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from tinycl.data import cifar10, core50, har, mnist, speech_commands
 from tinycl.data.cache import cache_dir, cache_key
 from tinycl.data.digits import load_digits
 from tinycl.errors import DataError
+from tinycl.io import atomic_write_json
 
 __all__ = ["Entry", "catalog", "format_table"]
 
@@ -45,11 +44,7 @@ def _counted(name: str, sources: list[Path], count: Callable[[], tuple[int, int]
     result = count()
     if path is not None:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump([int(result[0]), int(result[1])], f)
-            os.replace(tmp, path)
+            atomic_write_json(path, [int(result[0]), int(result[1])])
         except OSError:
             pass  # counting works without a cache
     return result

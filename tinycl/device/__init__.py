@@ -1,6 +1,6 @@
-"""The device side from Python: the C runtime (compiled on demand, loaded with ctypes), the static arena plan
+"""The device side from Python: the C runtime (compiled on demand, loaded with cffi from tinycl.h), the arena plan
 of a training step, and "device mode" training of an adaptive stage. The frozen stage on the C int8 kernels is
-`tinycl.device.int8.DeviceIntegerModel` (not imported here: it depends on the integer executor)."""
+`tinycl.device.int8.DeviceIntegerModel` (not imported here: it depends on tinycl.quant)."""
 
 from tinycl.device.arena import ArenaPlan, Schedule, plan_arena, training_schedule
 from tinycl.device.runtime import Library, compile_library, load_library

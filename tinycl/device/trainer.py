@@ -9,22 +9,16 @@ same arena offsets.
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import torch
 
 from tinycl.device.arena import ArenaPlan, LayerPlan, plan_arena, training_schedule
-from tinycl.device.runtime import Library, TclLayer, TclNet, conv_shape, load_library
+from tinycl.device.runtime import Library, conv_shape, ffi, load_library
 from tinycl.errors import DataError
 from tinycl.model.build import SpecModule
 
 __all__ = ["DeviceTrainer"]
 
-_OPS = {"conv2d": 1, "depthwise": 2, "pointwise": 3, "linear": 4, "avgpool": 5, "global_avgpool": 6,
-        "activation": 7}
-_ACTS = {"none": 0, "relu": 1, "relu6": 2}
-_F = ctypes.POINTER(ctypes.c_float)
 
 
 class DeviceTrainer:
@@ -45,30 +39,14 @@ class DeviceTrainer:
         self.lib = library or load_library()
         # NaN everywhere: a kernel that read a float the step never wrote would turn the result into NaN
         self.arena = np.full(self.plan.size // 4, np.nan, dtype=np.float32)
-        self._layers = (TclLayer * len(self.schedule.layers))(*map(self._record, self.schedule.layers))
-        self._net = TclNet(len(self._layers), self._layers, self.arena.ctypes.data_as(_F),
-                           self._offset(self.schedule.layers[0].tensors["x"]), lr, self.momentum, weight_decay)
-        self.lr, self.weight_decay = lr, weight_decay
+        layers = ffi().new("tcl_layer[]", [self._record(p) for p in self.schedule.layers])
+        self._net = self.lib.new("tcl_net", n_layers=len(layers), layers=layers, arena=self.arena,
+                                 input=self._offset(self.schedule.layers[0].tensors["x"]), momentum=self.momentum)
+        self.lr, self.weight_decay = lr, weight_decay  # written into the C record before every call
         self.reset_momentum()
         self.n_classes = int(np.prod(self.spec.output_shape()))
 
-    # -- settings -----------------------------------------------------------------------------------------
-    @property
-    def lr(self) -> float:
-        return self._lr
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self._lr = self._net.lr = float(value)
-
-    @property
-    def weight_decay(self) -> float:
-        return self._weight_decay
-
-    @weight_decay.setter
-    def weight_decay(self, value: float) -> None:
-        self._weight_decay = self._net.weight_decay = float(value)
-
+    # -- size ---------------------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
         """Bytes of the arena: parameters, gradients, momentum and one sample's activations and gradients."""
@@ -83,10 +61,17 @@ class DeviceTrainer:
         start = self.plan.offsets[name] // 4
         return self.arena[start: start + self.schedule.tensors[name].nbytes // 4]
 
-    def _record(self, p: LayerPlan) -> TclLayer:
-        offsets = (self._offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb"))
-        return TclLayer(_OPS[p.kernel], _ACTS[p.act], int(p.backward), int(p.input_grad),
-                        conv_shape(self.spec, p.layer), *offsets)
+    def _record(self, p: LayerPlan) -> dict:
+        """The tcl_layer fields of one planned layer; op and activation codes are tinycl.h's enum values."""
+        offsets = {r: self._offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb")}
+        return dict(op=self.lib.constant(f"TCL_OP_{p.kernel.upper()}"),
+                    act=self.lib.constant(f"TCL_ACT_{p.act.upper()}"), backward=int(p.backward),
+                    input_grad=int(p.input_grad), shape=conv_shape(self.spec, p.layer)[0], **offsets)
+
+    def _net_record(self):
+        """The tcl_net record with the current settings."""
+        self._net.ptr.lr, self._net.ptr.weight_decay = float(self.lr), float(self.weight_decay)
+        return self._net
 
     def _params(self):
         for p in self.schedule.layers:
@@ -141,8 +126,7 @@ class DeviceTrainer:
                             f"of shape {y.shape}")
         labels = np.ascontiguousarray(y, dtype=np.int32)
         self._load_weights()
-        loss = self.lib.net_train_batch(ctypes.byref(self._net), x.ctypes.data_as(_F),
-                                        labels.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), len(x))
+        loss = self.lib.net_train_batch(self._net_record(), x, labels, len(x))
         self._store_weights()
         return float(loss)
 
@@ -151,7 +135,7 @@ class DeviceTrainer:
         x = self._batch(x)
         self._load_weights()
         out = np.empty((len(x), self.n_classes), dtype=np.float32)
-        self.lib.net_predict(ctypes.byref(self._net), x.ctypes.data_as(_F), len(x), out.ctypes.data_as(_F))
+        self.lib.net_predict(self._net_record(), x, len(x), out)
         return out
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tinycl.errors import ConfigError
+from tinycl.flops import FlopsLog, inference_flops
 from tinycl.frozen import LatentCache
 from tinycl.model.build import SpecModule
 from tinycl.scenarios import Experience
@@ -43,15 +44,16 @@ class TrainConfig:
         if self.replay_ratio is not None and not 0 < self.replay_ratio < 1:
             raise ConfigError(f"train.replay_ratio must be in (0, 1) or unset, got {self.replay_ratio}")
 
-    def mix(self, n_new: int, n_memory: int) -> tuple[int, int]:
-        """(new, replayed) samples per mini-batch. Pellegrini et al.: cur = n_new // ((n_new + N) // B)."""
+    def mix(self, n_new: int, n_memory: int, share: float | None = None) -> tuple[int, int]:
+        """(new, replayed) samples per mini-batch of `batch_size`, for n_new new samples and n_memory in memory.
+
+        The replayed share is `replay_ratio` if set, else `share` (a learner's own rule) if given, else Pellegrini
+        et al.'s cur = n_new // ((n_new + N) // B). Both parts keep at least one sample."""
         b = self.batch_size
         if n_memory == 0:
             return b, 0
-        if self.replay_ratio is None:
-            cur = n_new // max((n_new + n_memory) // b, 1)
-        else:
-            cur = round(b * (1 - self.replay_ratio))
+        ratio = self.replay_ratio if self.replay_ratio is not None else share
+        cur = n_new // max((n_new + n_memory) // b, 1) if ratio is None else round(b * (1 - ratio))
         cur = min(max(cur, 1), b - 1)
         return cur, b - cur
 
@@ -59,10 +61,9 @@ class TrainConfig:
 class Learner:
     """Base class: fine-tunes the adaptive stage on each experience's latents (naive fine-tuning).
 
-    Subclasses change what is mixed into the mini-batches (`_replay_batch`) and what is kept after an
-    experience (`_after_experience`)."""
-
-    name = "naive"
+    Subclasses change what is trained on (`_training_set`), what is mixed into the mini-batches
+    (`_replay_batch`), and what happens before training (`_before_training`) and after it (`_after_experience`).
+    Every learner logs the FLOPs it spends per experience (`flops_`, tinycl.flops.FlopsLog)."""
 
     def __init__(self, encoder: LatentCache, adaptive: SpecModule, train: TrainConfig, *, seed: int = 0):
         self.encoder, self.adaptive, self.train_cfg = encoder, adaptive, train
@@ -70,13 +71,20 @@ class Learner:
         self.torch_rng = torch.Generator().manual_seed(seed)
         self.experiences_seen = 0
         self.sample_passes = 0  # samples through one training step of the adaptive stage, so far
+        self.frozen_reruns = 0  # replayed samples run through the frozen stage again (input-space replay), so far
+        self.flops_ = FlopsLog()
 
     # -- the contract --------------------------------------------------------------------------------------
     def partial_fit(self, experience: Experience) -> Learner:
         z = self.encoder(experience.x, experience.ids)
-        lr = self.train_cfg.first_lr if self.experiences_seen == 0 and self.train_cfg.first_lr else self.train_cfg.lr
-        self._train(z, experience.y, lr)
-        self._after_experience(experience, z)
+        self._before_training(experience)
+        spec, passes, reruns = self.adaptive.spec, self.sample_passes, self.frozen_reruns
+        self._train(*self._training_set(experience, z), self._lr())
+        extra = self._after_experience(experience, z)
+        # on the device every new sample runs through the frozen stage once, whatever the host's cache holds
+        frozen = (len(experience) + self.frozen_reruns - reruns) * inference_flops(self.encoder.stage.spec)
+        self.flops_.add(experience.index, spec, train_samples=self.sample_passes - passes, frozen_flops=frozen,
+                        distill=extra)
         self.experiences_seen += 1
         return self
 
@@ -92,14 +100,32 @@ class Learner:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     # -- hooks ------------------------------------------------------------------------------------------------
+    def _lr(self) -> float:
+        """The learning rate of the coming experience: train.first_lr on experience 0 (if set), else train.lr."""
+        cfg = self.train_cfg
+        return cfg.first_lr if self.experiences_seen == 0 and cfg.first_lr else cfg.lr
+
+    def _before_training(self, experience: Experience) -> None:
+        pass
+
+    def _training_set(self, experience: Experience, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(latents (N, *latent_shape), labels (N,)) the epochs run over: the new data."""
+        return z, experience.y
+
     def _replay_size(self) -> int:
         return 0
 
     def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _after_experience(self, experience: Experience, z: np.ndarray) -> None:
-        pass
+    def _rerun_frozen(self, x: np.ndarray) -> np.ndarray:
+        """Stored inputs (N, *input_shape) -> latents, through the frozen stage again, as the device does."""
+        self.frozen_reruns += len(x)
+        return self.encoder.stage(x)
+
+    def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
+        """What is kept of the experience; returns the FLOPs that took beyond training (e.g. distillation)."""
+        return 0
 
     # -- training -------------------------------------------------------------------------------------------
     def _optimizer(self, lr: float):
@@ -144,8 +170,18 @@ class Learner:
 
     # -- accounting and checkpoints --------------------------------------------------------------------------
     @property
+    def replay_stores(self) -> list:
+        """The objects that hold replayed data on the device (ReplayMemory, or arrays), each with `nbytes`."""
+        return []
+
+    @property
     def replay_nbytes(self) -> int:
-        return 0
+        return int(sum(store.nbytes for store in self.replay_stores))
+
+    @property
+    def stored_bits(self) -> int | None:
+        """Bits per value of the replayed data it stores (32: float32), None when it stores nothing."""
+        return None
 
     def memory_report(self) -> dict[str, int]:
         """Bytes the device holds for this learner, each counted from the arrays that hold it.
@@ -183,23 +219,23 @@ class Learner:
         return {"device_arena": int(plan.size)}
 
     def extra_metrics(self) -> dict:
-        """For metrics.json: training FLOPs so far and inference FLOPs of the adaptive stage (tinycl.flops: forward
-        2 x MACs; backward weight and input gradients), counted from the samples actually trained."""
-        from tinycl.flops import inference_flops, training_flops
-
-        spec = self.adaptive.spec
-        return {"train_sample_passes": self.sample_passes,
-                "train_flops": self.sample_passes * training_flops(spec),
-                "inference_flops": inference_flops(spec)}
+        """For metrics.json, the same keys for every learner. flops: FLOPs per experience and in total
+        (tinycl.flops: forward 2 x MACs, backward weight and input gradients, counted from the samples actually
+        trained; frozen-stage and distillation FLOPs beside them), and what a model of the final size would have
+        spent on the same samples. growth, distill, synthetic_per_class: model size changes, distillation per
+        experience and synthetic samples per class (empty for a learner that does neither)."""
+        return {"flops": self.flops_.summary(fixed=self.adaptive.spec), "growth": [], "distill": [],
+                "synthetic_per_class": {}}
 
     def state_dict(self) -> dict:
         return {"adaptive": {k: v.clone() for k, v in self.adaptive.state_dict().items()},
                 "rng": self.rng.bit_generator.state, "torch_rng": self.torch_rng.get_state(),
-                "experiences_seen": self.experiences_seen, "sample_passes": self.sample_passes}
+                "experiences_seen": self.experiences_seen, "sample_passes": self.sample_passes,
+                "frozen_reruns": self.frozen_reruns, "flops": [dict(e) for e in self.flops_.entries]}
 
     def load_state_dict(self, state: dict) -> None:
         self.adaptive.load_state_dict(state["adaptive"])
         self.rng.bit_generator.state = state["rng"]
         self.torch_rng.set_state(state["torch_rng"])
-        self.experiences_seen = state["experiences_seen"]
-        self.sample_passes = state.get("sample_passes", 0)
+        self.experiences_seen, self.sample_passes = state["experiences_seen"], state["sample_passes"]
+        self.frozen_reruns, self.flops_ = state["frozen_reruns"], FlopsLog([dict(e) for e in state["flops"]])

@@ -13,12 +13,11 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from tinycl.data.dataset import to_float
 from tinycl.distill import DistillConfig, distill, embedder_spec
 from tinycl.errors import ConfigError
-from tinycl.flops import FlopsLog, distill_flops, inference_flops
+from tinycl.flops import distill_flops, inference_flops
 from tinycl.frozen import LatentCache
 from tinycl.growth import GrowthConfig, GrowthPolicy, GrowthState, make_policy
 from tinycl.learners.base import Learner, TrainConfig
@@ -28,7 +27,7 @@ from tinycl.model.grow import add_outputs, growable_layers, widen_all
 from tinycl.model.spec import ModelSpec
 from tinycl.scenarios import Experience
 
-__all__ = ["DistilledReplay", "make_distilled"]
+__all__ = ["DistilledReplay", "MemoryFactory"]
 
 MemoryFactory = Callable[[int, tuple[int, ...]], ReplayMemory]  # (capacity, sample shape) -> an empty memory
 
@@ -38,8 +37,6 @@ class DistilledReplay(Learner):
     that stores one experience's distilled set. growth / policy: when to widen (policy defaults to the one
     growth.policy names). model_spec: the whole network (frozen + adaptive), the embedder of input-space
     distillation with distill.embedder "model"."""
-
-    name = "distilled_replay"
 
     def __init__(self, encoder: LatentCache, adaptive: SpecModule, train: TrainConfig, *, distill: DistillConfig,
                  new_memory: MemoryFactory, growth: GrowthConfig | None = None, policy: GrowthPolicy | None = None,
@@ -66,36 +63,21 @@ class DistilledReplay(Learner):
         self.stores_: list[ReplayMemory] = []  # one Q-bit memory per experience's distilled set
         self.growth_log_: list[dict] = []
         self.distill_log_: list[dict] = []
-        self.flops_ = FlopsLog()
         self._zr = np.zeros((0, *spec.input_shape), np.float32)  # decoded replay latents of this experience
         self._yr = np.zeros(0, np.int64)
         self._by_class: list[np.ndarray] = []
-        self._passes = self._replayed = 0
         self._workspace = 0
         if self.growth_cfg.start_factor > 1:
             self._grow(self.growth_cfg.start_factor, experience=-1, reason="start_factor at deployment")
 
-    # -- one experience -----------------------------------------------------------------------------------------
-    def partial_fit(self, experience: Experience) -> DistilledReplay:
-        before = self.encoder.computed
-        z = self.encoder(experience.x, experience.ids)
-        frozen_samples = self.encoder.computed - before
+    # -- one experience: Learner.partial_fit calls these around training ----------------------------------------
+    def _before_training(self, experience: Experience) -> None:
         self._ensure_outputs(experience.y)
         self._load_replay()
-        cfg = self.train_cfg
-        lr = cfg.first_lr if self.experiences_seen == 0 and cfg.first_lr else cfg.lr
-        self._passes = self._replayed = 0
-        trained_spec = self.adaptive.spec
-        self._train(z, experience.y, lr)
+
+    def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
         self._maybe_grow(experience.index, z, experience.y)
-        dist = self._distil(experience, z)
-        frozen = inference_flops(self.encoder.stage.spec)
-        if self.distill_cfg.space == "input":  # every replayed input runs through the frozen stage on the device
-            frozen_samples += self._replayed
-        self.flops_.add(experience.index, trained_spec, train_samples=self._passes,
-                        frozen_flops=frozen_samples * frozen, distill=dist)
-        self.experiences_seen += 1
-        return self
+        return self._distil(experience, z)
 
     def _ensure_outputs(self, y: np.ndarray) -> None:
         """Add output units when labels exceed the head (a model deployed with fewer outputs than classes)."""
@@ -109,7 +91,8 @@ class DistilledReplay(Learner):
 
     # -- replay: every distilled set so far, class-balanced -----------------------------------------------------------
     def _load_replay(self) -> None:
-        """Decode the stored sets once per experience (the device decodes each replayed sample; same values)."""
+        """Decode the stored sets once per experience (the device decodes each replayed sample; same values, and
+        the frozen FLOPs of input-space replay are counted per replayed sample in `_replay_batch`)."""
         if not self.stores_:
             return
         parts = [m.read(np.arange(m.size)) for m in self.stores_]
@@ -123,23 +106,16 @@ class DistilledReplay(Learner):
     def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         cls = self.rng.integers(0, len(self._by_class), size=n)
         idx = np.array([self._by_class[c][self.rng.integers(len(self._by_class[c]))] for c in cls], np.int64)
-        self._replayed += n
+        if self.distill_cfg.space == "input":  # the device runs every replayed input through the frozen stage
+            self.frozen_reruns += n
         return self._zr[idx], self._yr[idx]
 
     def _mix(self, y_new: np.ndarray) -> tuple[int, int]:
         """(new, replayed) per mini-batch: replayed share = old classes / all classes seen (train.replay_ratio
         overrides), so each class, real or distilled, gets about the same share of every batch."""
-        b = self.train_cfg.batch_size
-        if not len(self._yr):
-            return b, 0
         old = set(np.unique(self._yr).tolist())
-        share = self.train_cfg.replay_ratio or len(old) / len(old | set(np.unique(y_new).tolist()))
-        cur = min(max(round(b * (1 - share)), 1), b - 1)
-        return cur, b - cur
-
-    def _step(self, opt: torch.optim.Optimizer, z: np.ndarray, y: np.ndarray) -> float:
-        self._passes += len(y)
-        return super()._step(opt, z, y)
+        share = len(old) / len(old | set(np.unique(y_new).tolist())) if old else None
+        return self.train_cfg.mix(len(y_new), len(self._yr), share)
 
     # -- growth -----------------------------------------------------------------------------------------------------
     def _held_accuracy(self, z: np.ndarray, y: np.ndarray) -> float:
@@ -204,17 +180,20 @@ class DistilledReplay(Learner):
 
     # -- accounting and checkpoints ---------------------------------------------------------------------------------
     @property
-    def replay_nbytes(self) -> int:
-        return int(sum(m.nbytes for m in self.stores_))
+    def replay_stores(self) -> list:
+        return list(self.stores_)
+
+    @property
+    def stored_bits(self) -> int | None:
+        """Bits of its distilled sets: of the memories it holds, or before the first, of the ones it makes."""
+        return (self.stores_[0] if self.stores_ else self.new_memory(1, self.sample_shape)).bits
 
     def memory_report(self) -> dict[str, int]:
         return {**super().memory_report(), "distill_workspace": int(self._workspace)}
 
     def extra_metrics(self) -> dict:
-        """For metrics.json: FLOPs (with a fixed model of the final size re-priced on the same samples), growth
-        decisions and distillation per experience."""
-        return {"flops": self.flops_.summary(fixed=self.adaptive.spec), "growth": list(self.growth_log_),
-                "distill": list(self.distill_log_),
+        """For metrics.json (Learner.extra_metrics' keys): growth decisions and distillation per experience."""
+        return {**super().extra_metrics(), "growth": list(self.growth_log_), "distill": list(self.distill_log_),
                 "synthetic_per_class": {str(k): v for k, v in self.synthetic_counts().items()}}
 
     def synthetic_counts(self) -> dict[int, int]:
@@ -227,7 +206,7 @@ class DistilledReplay(Learner):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "spec": self.adaptive.spec,
                 "stores": [(m.capacity, m.state_dict()) for m in self.stores_], "growth_log": self.growth_log_,
-                "distill_log": self.distill_log_, "flops": list(self.flops_.entries), "workspace": self._workspace}
+                "distill_log": self.distill_log_, "workspace": self._workspace}
 
     def load_state_dict(self, state: dict) -> None:
         self.adaptive = build(state["spec"])  # the saved model may have grown
@@ -238,21 +217,5 @@ class DistilledReplay(Learner):
             m.load_state_dict(s)
             self.stores_.append(m)
         self.growth_log_, self.distill_log_ = list(state["growth_log"]), list(state["distill_log"])
-        self.flops_ = FlopsLog(list(state["flops"]))
         self._workspace = state["workspace"]
 
-
-def make_distilled(cfg, setup, bits: int | None = None) -> DistilledReplay:
-    """The DistilledReplay learner of a RunConfig (cfg.distill, cfg.growth, cfg.memory's quantizer) and a
-    runner Setup; distilled sets are stored at `bits` (default cfg.memory.bits)."""
-    m = cfg.memory
-    bits = m.bits if bits is None else bits
-    n_classes = setup.scenario.n_classes
-
-    def new_memory(capacity: int, shape: tuple[int, ...]) -> ReplayMemory:
-        return ReplayMemory(capacity, shape, bits, granularity=m.granularity, range_method=m.range,
-                            n_classes=n_classes)
-
-    adaptive = build(setup.split.adaptive_spec, setup.adaptive_weights)
-    return DistilledReplay(setup.cache, adaptive, cfg.train, distill=cfg.distill, growth=cfg.growth,
-                           new_memory=new_memory, model_spec=setup.spec, seed=cfg.seed)

@@ -14,27 +14,25 @@ __all__ = ["Joint", "LatentReplay", "RawReplay"]
 
 
 class Joint(Learner):
-    """Upper bound: keeps every latent seen and trains on all of them at each experience."""
-
-    name = "joint"
+    """Upper bound: keeps every latent seen (float32) and trains on all of them at each experience."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._z: list[np.ndarray] = []
         self._y: list[np.ndarray] = []
 
-    def partial_fit(self, experience: Experience) -> Joint:
-        self._z.append(self.encoder(experience.x, experience.ids))
+    def _training_set(self, experience: Experience, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._z.append(z)
         self._y.append(experience.y)
-        z, y = np.concatenate(self._z), np.concatenate(self._y)
-        lr = self.train_cfg.first_lr if self.experiences_seen == 0 and self.train_cfg.first_lr else self.train_cfg.lr
-        self._train(z, y, lr)
-        self.experiences_seen += 1
-        return self
+        return np.concatenate(self._z), np.concatenate(self._y)
 
     @property
-    def replay_nbytes(self) -> int:
-        return int(sum(z.nbytes + y.nbytes for z, y in zip(self._z, self._y, strict=True)))
+    def replay_stores(self) -> list:
+        return [*self._z, *self._y]
+
+    @property
+    def stored_bits(self) -> int | None:
+        return 32  # latents kept as the frozen stage gives them, float32
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "z": list(self._z), "y": list(self._y)}
@@ -47,8 +45,6 @@ class Joint(Learner):
 class LatentReplay(Learner):
     """Latent replay (Pellegrini et al. 2020; quantized: Ravaglia et al. 2021): the memory stores latents at
     `memory.bits` bits; replayed latents join the new ones on the batch axis at the split."""
-
-    name = "latent_replay"
 
     def __init__(self, *args, memory: ReplayMemory, policy: str = "nicv2", **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,14 +60,19 @@ class LatentReplay(Learner):
     def _stored(self, experience: Experience, z: np.ndarray) -> np.ndarray:
         return z
 
-    def _after_experience(self, experience: Experience, z: np.ndarray) -> None:
+    def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
         new, slots = self.policy(self.memory, experience.y, experience.index, self.rng)
         self.memory.write(slots, self._stored(experience, z)[new], experience.y[new])
         self.memory.seen_ += len(experience.y)
+        return 0
 
     @property
-    def replay_nbytes(self) -> int:
-        return self.memory.nbytes
+    def replay_stores(self) -> list:
+        return [self.memory]
+
+    @property
+    def stored_bits(self) -> int | None:
+        return self.memory.bits
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "memory": self.memory.state_dict()}
@@ -85,11 +86,9 @@ class RawReplay(LatentReplay):
     """Raw-input replay: the memory stores inputs (8-bit codes: an image's own precision); every replayed
     input runs through the frozen stage again, as it would on the device."""
 
-    name = "raw_replay"
-
     def _stored(self, experience: Experience, z: np.ndarray) -> np.ndarray:
         return to_float(experience.x)
 
     def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = super()._replay_batch(n)
-        return self.encoder.stage(x), y
+        return self._rerun_frozen(x), y

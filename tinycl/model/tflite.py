@@ -32,7 +32,7 @@ from tinycl.model.ops import OPS
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, LayerQuant, ModelSpec, TensorQuant
 
-__all__ = ["supported_ops", "TfliteImport", "load_tflite", "read_tflite"]
+__all__ = ["supported_ops", "TfliteImport", "load_tflite", "read_tflite", "hwc_columns_to_chw"]
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _DTYPES = {v: k.lower() for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
@@ -324,9 +324,9 @@ class _Importer:
             if opts.WeightsFormat() != 0:
                 raise ModelError(f"{where}: shuffled FULLY_CONNECTED weights are not supported; supported: DEFAULT")
             if x in self.hwc_marked():
-                w = _hwc_columns_to_chw(w, self.hwc_flat[self.source[x]])
+                w = hwc_columns_to_chw(w, self.hwc_flat[self.source[x]])
             elif len(in_shape) == 3:
-                w = _hwc_columns_to_chw(w, in_shape)
+                w = hwc_columns_to_chw(w, in_shape)
             layer = Layer(name, "linear", channels=w.shape[0], activation=act, bias=bias is not None)
         else:
             if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
@@ -386,7 +386,7 @@ def _padding(code: int) -> str:
     return "same" if code == 0 else "valid"
 
 
-def _hwc_columns_to_chw(w: np.ndarray, chw: tuple[int, ...]) -> np.ndarray:
+def hwc_columns_to_chw(w: np.ndarray, chw: tuple[int, ...]) -> np.ndarray:
     """(out, H*W*C) weights over an NHWC-flattened input -> (out, C*H*W) over a CHW-flattened input."""
     c, h, wd = chw
     return w.reshape(w.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)

@@ -13,8 +13,9 @@ Every layer computes what the TFLite kernel for its operator computes: int32 acc
   everywhere; FULLY_CONNECTED rounds acc * (s_in * s_w / s_out) computed in float64 instead; a float input is
   quantized as x / scale rounded half away from zero.
 
-Multipliers follow TFLite's Prepare code: uint8 layers and per-tensor FULLY_CONNECTED use the float32 product
-s_in * s_w (the legacy path), int8 conv layers and per-channel FULLY_CONNECTED the float64 product. LiteRT's
+Every requantization parameter (multipliers, shifts, tie rule, activation range) comes from the layer's record,
+derived once by `tinycl.quant.requant.prepare` as TFLite's Prepare code derives it; the C int8 path reads the same
+records. The kernels are registered in one table, `INTEGER_KERNELS` (op -> factory). LiteRT's
 XNNPACK delegate, which a plain `Interpreter(model_path=...)` applies, is not reproduced: its convolutions
 requantize with a float32 scale rounded to nearest even, and its depthwise and pooling kernels differ further.
 
@@ -36,15 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinycl.errors import ConfigError, DataError, ModelError
-from tinycl.model.ops import pads
+from tinycl.errors import DataError, ModelError
+from tinycl.model.ops import pads, window_counts
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec, TensorQuant
-from tinycl.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, round_half_away, wrap_int32
+from tinycl.model.split import Split
+from tinycl.quant.fixedpoint import round_half_away, wrap_int32
+from tinycl.quant.requant import ADD_LEFT_SHIFT, KERNELS, Requant, prepare
 
-__all__ = ["KERNELS", "IntegerModel", "IntegerFrozenStage", "quantize_input"]
+__all__ = ["INTEGER_KERNELS", "KERNELS", "IntegerModel", "IntegerFrozenStage", "quantize_input"]
 
-KERNELS = ("optimized", "reference")
 _F32 = np.float32
 
 
@@ -54,20 +56,6 @@ def _np_dtype(q: TensorQuant):
 
 def _scale(q: TensorQuant) -> np.float32:
     return _F32(q.scale[0])
-
-
-def _activation_range(act: str, q: TensorQuant) -> tuple[int, int]:
-    """TFLite CalculateActivationRangeQuantized: the fused activation's bounds in output codes."""
-    zero = q.zero_point[0]
-
-    def code(v: float) -> int:
-        return zero + int(round_half_away(np.array(_F32(v) / _scale(q), dtype=np.float32)))
-
-    if act == "relu":
-        return max(q.qmin, code(0.0)), q.qmax
-    if act == "relu6":
-        return max(q.qmin, code(0.0)), min(q.qmax, code(6.0))
-    return q.qmin, q.qmax
 
 
 def quantize_input(x: np.ndarray, q: TensorQuant, kernels: str = "optimized") -> np.ndarray:
@@ -81,29 +69,22 @@ def quantize_input(x: np.ndarray, q: TensorQuant, kernels: str = "optimized") ->
     return np.clip(codes + q.zero_point[0], q.qmin, q.qmax).astype(_np_dtype(q))
 
 
-def _requantize_fn(in_q: TensorQuant, out_q: TensorQuant):
-    """TFLite QUANTIZE from one integer quantization to another (also used after data-movement ops)."""
-    if (_scale(in_q), in_q.zero_point[0]) == (_scale(out_q), out_q.zero_point[0]):
-        return lambda x: x
-    m, s = quantize_multiplier(float(_scale(in_q)) / float(_scale(out_q)))
-
-    def requantize(x):
-        y = multiply_by_quantized_multiplier(x.astype(np.int64) - in_q.zero_point[0], m, s)
-        return np.clip(y + out_q.zero_point[0], out_q.qmin, out_q.qmax)
-
-    return requantize
+def _requantize(rec: Requant, x: np.ndarray) -> np.ndarray:
+    """Codes x (N, ...) in the record's input quantization -> int64 codes in its output's (QUANTIZE, RELU)."""
+    return rec.apply(x.astype(np.int64) - rec.in_zero)
 
 
-# -- layers ------------------------------------------------------------------------------------------------
+# -- layers: each kernel is made from (layer, its Requant record, the QuantizedModel) ---------------------
 class _Weighted:
     """conv2d / depthwise_conv2d / linear: exact integer accumulation, per-channel requantization."""
 
-    def __init__(self, layer: Layer, in_q: TensorQuant, weights: dict, kernels: str):
-        wq, out_q = layer.quant.weight, layer.quant.output
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        in_q, weights = qmodel.input_quant_of(layer.name), qmodel.weights[layer.name]
         w = weights["weight"].astype(np.int64)
-        w = w - np.asarray(wq.zero_point, np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
-        self.layer, self.in_zero, self.out_zero = layer, in_q.zero_point[0], out_q.zero_point[0]
-        x_max = max(abs(in_q.qmin - self.in_zero), abs(in_q.qmax - self.in_zero))
+        if rec.w_zero is not None:
+            w = w - rec.w_zero.astype(np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
+        self.layer, self.rec = layer, rec
+        x_max = max(abs(in_q.qmin - rec.in_zero), abs(in_q.qmax - rec.in_zero))
         # every partial sum is bounded by max|x - zx| * sum|w - zw| over one output's taps
         bound = x_max * np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max()
         self.dtype = torch.float32 if bound < 2**24 else torch.float64
@@ -111,26 +92,9 @@ class _Weighted:
         self.bias = weights["bias"].astype(np.int64) if "bias" in weights else None
         # int32 accumulators only wrap around if the sum can leave the int32 range
         self.may_wrap = bound + (np.abs(self.bias).max() if self.bias is not None and self.bias.size else 0) >= 2**31
-        n_out = w.shape[0]
-        s_in, s_out = _scale(in_q), _scale(out_q)
-        s_w = np.broadcast_to(np.asarray(wq.scale, _F32), (n_out,))
-        per_channel = len(wq.scale) > 1
-        legacy = in_q.dtype == "uint8" or (layer.op == "linear" and not per_channel)
-        if legacy:  # GetQuantizedConvolutionMultipler: the product of scales in float32
-            real = (s_in * s_w).astype(np.float64) / float(s_out)
-        else:  # PopulateConvolutionQuantizationParams: per channel, in float64
-            real = float(s_in) * s_w.astype(np.float64) / float(s_out)
-        self.mult, self.shift = quantize_multiplier(real)
-        self.float_scale = None
-        if kernels == "reference" and layer.op == "linear":  # reference FC: round(acc * scale) in double
-            self.float_scale = float(s_in) * s_w.astype(np.float64) / float(s_out)
-        self.ties = "up" if kernels == "optimized" and not (layer.op == "depthwise_conv2d"
-                                                              and in_q.dtype == "uint8") else "away"
-        self.lo, self.hi = _activation_range(layer.activation, out_q)
-        self.chan = (1, -1) if layer.op == "linear" else (1, -1, 1, 1)
 
     def __call__(self, ins: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(ins[0]).to(self.dtype) - self.in_zero  # exact: codes are small integers
+        x = torch.from_numpy(ins[0]).to(self.dtype) - self.rec.in_zero  # exact: codes are small integers
         layer = self.layer
         if layer.op == "linear":
             acc = (x.reshape(len(x), -1) @ self.w.T).numpy()
@@ -145,104 +109,54 @@ class _Weighted:
             acc = F.conv2d(x, self.w, stride=layer.stride, padding=pad, groups=groups).numpy()
         acc = acc.astype(np.int64)  # the float sums are exact integers
         if self.bias is not None:
-            acc += self.bias.reshape(self.chan)
+            acc += self.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
         if self.may_wrap:
             acc = wrap_int32(acc)
-        if self.float_scale is not None:
-            y = round_half_away(acc * self.float_scale.reshape(self.chan)).astype(np.int64)
-        else:
-            y = multiply_by_quantized_multiplier(acc, self.mult.reshape(self.chan), self.shift.reshape(self.chan),
-                                                 self.ties)
-        return np.clip(y + self.out_zero, self.lo, self.hi)
+        return self.rec.apply(acc)
 
 
 class _Pool:
     """AVERAGE_POOL_2D / MAX_POOL_2D in the input's quantization (TFLite requires output = input quant):
     the average is the integer mean over the window's valid (unpadded) taps, rounded half away from zero."""
 
-    def __init__(self, layer: Layer, in_q: TensorQuant):
-        self.layer = layer
-        self.lo, self.hi = _activation_range(layer.activation, in_q)
-        self.requantize = _requantize_fn(in_q, layer.quant.output)
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.layer, self.rec = layer, rec
 
     def __call__(self, ins):
         layer, x = self.layer, torch.from_numpy(ins[0].astype(np.float64))
-        t, b, l, r = pads(layer, x.shape[2], x.shape[3])
+        h, w = x.shape[2], x.shape[3]
+        t, b, l, r = pads(layer, h, w)
         if layer.op == "max_pool2d":
             x = F.pad(x, (l, r, t, b), value=-1e9) if t + b + l + r else x
             y = F.max_pool2d(x, layer.kernel, layer.stride).numpy().astype(np.int64)
         else:
             acc = F.avg_pool2d(F.pad(x, (l, r, t, b)), layer.kernel, layer.stride, divisor_override=1)
-            ones = F.pad(torch.ones_like(x[:1, :1]), (l, r, t, b))
-            count = F.avg_pool2d(ones, layer.kernel, layer.stride, divisor_override=1)
-            acc, count = acc.numpy().astype(np.int64), count.numpy().astype(np.int64)
+            acc, count = acc.numpy().astype(np.int64), window_counts(layer, h, w)
             y = np.sign(acc) * ((np.abs(acc) + count // 2) // count)  # C: (acc +- count/2) / count
-        return self.requantize(np.clip(y, self.lo, self.hi))
+        return _requantize(self.rec.then, np.clip(y, self.rec.act_min, self.rec.act_max))
 
 
 class _Mean:
-    """MEAN over H and W. keep_dims (a global_avg_pool followed by a reshape to (C, 1, 1)): LiteRT's 4-D kernel,
-    whose bias and multiplier come from float32 arithmetic; otherwise the generic QuantizedMeanOrSum, which folds
-    1/count into the multiplier."""
+    """MEAN over H and W: the sum of (x - in_zero) over each channel, requantized by the record (see
+    tinycl.quant.requant for its two forms)."""
 
-    def __init__(self, layer: Layer, in_q: TensorQuant, in_shape: tuple[int, ...], keep_dims: bool, kernels: str):
-        out_q = layer.quant.output
-        self.in_zero, self.out_q = in_q.zero_point[0], out_q
-        self.count = in_shape[1] * in_shape[2]
-        s_in, s_out = _scale(in_q), _scale(out_q)
-        self.fold = not (keep_dims and kernels == "optimized")
-        if not self.fold:
-            temp = _F32(self.in_zero) * s_in / s_out
-            temp = temp + _F32(0.5) if temp > 0 else temp - _F32(0.5)
-            self.bias = out_q.zero_point[0] - int(temp)
-            self.mult, self.shift = quantize_multiplier(float(s_in / (_F32(self.count) * s_out)))
-        else:
-            m, s = quantize_multiplier(float(s_in) / float(s_out))
-            k = min(self.count.bit_length() - 1, 32, 31 + int(s))
-            self.mult, self.shift = (int(m) << k) // self.count, int(s) - k
-            self.bias = out_q.zero_point[0]
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.rec = rec
 
     def __call__(self, ins):
-        acc = ins[0].astype(np.int64).sum(axis=(2, 3))
-        if self.fold:
-            acc = acc - self.in_zero * self.count
-        y = multiply_by_quantized_multiplier(acc, self.mult, self.shift) + self.bias
-        return np.clip(y, self.out_q.qmin, self.out_q.qmax)
+        return self.rec.apply((ins[0].astype(np.int64) - self.rec.in_zero).sum(axis=(2, 3)))
 
 
 class _Add:
-    """ADD: both inputs rescaled to twice the larger input scale with 20 bits of headroom, summed, rescaled."""
+    """ADD: both inputs rescaled to the common scale (the record's `inputs`), summed, rescaled."""
 
-    def __init__(self, layer: Layer, qs: list[TensorQuant]):
-        out_q = layer.quant.output
-        s1, s2, so = (float(_scale(q)) for q in (*qs, out_q))
-        twice = 2 * max(s1, s2)
-        self.zeros = [q.zero_point[0] for q in qs]
-        self.m = [quantize_multiplier(s / twice) for s in (s1, s2)]
-        self.mo = quantize_multiplier(twice / (float(1 << 20) * so))
-        self.out_zero = out_q.zero_point[0]
-        self.lo, self.hi = _activation_range(layer.activation, out_q)
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.rec = rec
 
     def __call__(self, ins):
-        total = 0
-        for x, zero, (m, s) in zip(ins, self.zeros, self.m, strict=True):
-            total = total + multiply_by_quantized_multiplier((x.astype(np.int64) - zero) << 20, m, s)
-        y = multiply_by_quantized_multiplier(total, *self.mo) + self.out_zero
-        return np.clip(y, self.lo, self.hi)
-
-
-class _Relu:
-    """Standalone RELU / RELU6: requantize (multiplier from the float32 ratio of scales), then clamp."""
-
-    def __init__(self, layer: Layer, in_q: TensorQuant):
-        out_q = layer.quant.output
-        self.in_zero, self.out_zero = in_q.zero_point[0], out_q.zero_point[0]
-        self.m, self.s = quantize_multiplier(float(_scale(in_q) / _scale(out_q)))
-        self.lo, self.hi = _activation_range(layer.op, out_q)
-
-    def __call__(self, ins):
-        y = self.out_zero + multiply_by_quantized_multiplier(ins[0].astype(np.int64) - self.in_zero, self.m, self.s)
-        return np.clip(y, self.lo, self.hi)
+        total = sum(r.apply((x.astype(np.int64) - r.in_zero) << ADD_LEFT_SHIFT)
+                    for x, r in zip(ins, self.rec.inputs, strict=True))
+        return self.rec.apply(total)
 
 
 def _libm_expf():
@@ -262,9 +176,9 @@ class _Softmax:
     the C library's expf, as LiteRT does), a left-to-right float32 sum, and truncation (uint8) or rounding
     (int8) of the scaled probability."""
 
-    def __init__(self, layer: Layer, in_q: TensorQuant):
+    def __init__(self, layer: Layer, rec: None, qmodel: QuantizedModel):
         expf = _libm_expf()
-        scale = -_scale(in_q) * _F32(1.0)  # beta = 1
+        scale = -_scale(qmodel.input_quant_of(layer.name)) * _F32(1.0)  # beta = 1
         self.table = np.array([expf(scale * _F32(d)) for d in range(256)], dtype=np.float32)
         self.out_q = layer.quant.output
 
@@ -282,22 +196,28 @@ class _Softmax:
 
 
 class _Move:
-    """Data movement (reshape, flatten, pad): values keep their codes; requantize if the output differs."""
+    """Data movement (reshape, flatten, pad), QUANTIZE and standalone RELU / RELU6: values keep their codes
+    (padding with the input's zero point), then the record requantizes them."""
 
-    def __init__(self, layer: Layer, in_q: TensorQuant):
-        self.layer, self.in_zero = layer, in_q.zero_point[0]
-        self.requantize = _requantize_fn(in_q, layer.quant.output)
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.layer, self.rec = layer, rec
 
     def __call__(self, ins):
         x, layer = ins[0], self.layer
         if layer.op == "pad":
             t, b, l, r = layer.padding
-            x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=self.in_zero)
+            x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=self.rec.in_zero)
         elif layer.op == "flatten":
             x = x.reshape(len(x), -1)
         elif layer.op == "reshape":
             x = x.reshape(len(x), *layer.shape)
-        return self.requantize(x)
+        return _requantize(self.rec, x)
+
+
+# op -> kernel factory (layer, Requant record, QuantizedModel): the one place integer kernels are registered
+INTEGER_KERNELS = {"conv2d": _Weighted, "depthwise_conv2d": _Weighted, "linear": _Weighted, "avg_pool2d": _Pool,
+                   "max_pool2d": _Pool, "global_avg_pool": _Mean, "add": _Add, "softmax": _Softmax, "relu": _Move,
+                   "relu6": _Move, "quantize": _Move, "reshape": _Move, "flatten": _Move, "pad": _Move}
 
 
 # -- the model ---------------------------------------------------------------------------------------------
@@ -308,69 +228,28 @@ class IntegerModel:
     Micro's); see the module docstring."""
 
     def __init__(self, qmodel: QuantizedModel, kernels: str = "optimized"):
-        if kernels not in KERNELS:
-            raise ConfigError(f"kernels={kernels!r} is not known; allowed: {', '.join(KERNELS)}")
+        self.records = prepare(qmodel, kernels)  # checks `kernels` and that the model is quantized
         self.qmodel, self.spec, self.kernels_name = qmodel, qmodel.spec, kernels
-        spec = qmodel.spec
-        if spec.input_quant is None or any(ly.quant is None for ly in spec.layers):
-            raise ModelError(f"model {spec.name!r} is not quantized: every layer needs `quant` and the model "
-                             f"`input_quant` (use tinycl.quant.ptq.quantize_model or load_tflite)")
-        self.kernels = [self._kernel(i, layer) for i, layer in enumerate(spec.layers)]
+        self.kernels = {layer.name: self._kernel(layer) for layer in self.spec.layers}
 
-    def _kernel(self, i: int, layer: Layer):
-        spec, kernels = self.spec, self.kernels_name
-        sources = layer.inputs or ((spec.layers[i - 1].name if i else "input"),)
-        qs = [spec.input_quant if s == "input" else spec.layers[spec.index(s)].quant.output for s in sources]
-        in_shape = spec.input_shape_of(layer.name)
-        for q in (*qs, layer.quant.output):
-            if q.dtype not in ("int8", "uint8") or len(q.scale) != 1:
-                raise ModelError(f"layer {layer.name!r}: activation quantization must be per-tensor int8 or uint8")
-        op = layer.op
-        if layer.has_weights:
-            return _Weighted(layer, qs[0], self.qmodel.weights[layer.name], kernels)
-        if op in ("avg_pool2d", "max_pool2d"):
-            return _Pool(layer, qs[0])
-        if op == "global_avg_pool":
-            nxt = spec.layers[i + 1] if i + 1 < len(spec.layers) else None
-            keep = nxt is not None and nxt.op == "reshape" and nxt.shape == (in_shape[0], 1, 1)
-            return _Mean(layer, qs[0], in_shape, keep, kernels)
-        if op == "add":
-            if len(qs) != 2:
-                raise ModelError(f"layer {layer.name!r}: integer add supports two inputs, got {len(qs)}")
-            return _Add(layer, qs)
-        if op in ("relu", "relu6"):
-            return _Relu(layer, qs[0])
-        if op == "softmax":
-            return _Softmax(layer, qs[0])
-        if op == "quantize":
-            requantize = _requantize_fn(qs[0], layer.quant.output)
-            return lambda ins: requantize(ins[0])
-        if op in ("reshape", "flatten", "pad"):
-            return _Move(layer, qs[0])
-        raise ModelError(f"layer {layer.name!r}: op {op!r} has no integer kernel")
+    def _kernel(self, layer: Layer):
+        if layer.op not in INTEGER_KERNELS:
+            raise ModelError(f"layer {layer.name!r}: op {layer.op!r} has no integer kernel")
+        return INTEGER_KERNELS[layer.op](layer, self.records[layer.name], self.qmodel)
 
     def run(self, codes: np.ndarray, upto: int | None = None, keep_all: bool = False):
         """Integer codes (in each layer's dtype) of layer `upto - 1` (default: the last layer) for input codes
         (N, *input_shape); with keep_all, a dict of every layer's codes instead."""
-        spec = self.spec
-        n = len(spec.layers) if upto is None else upto
-        needed = {name for layer in spec.layers[:n] for name in layer.inputs}
-        saved = {"input": codes}
-        x = codes
-        for layer, kernel in zip(spec.layers[:n], self.kernels[:n], strict=True):
-            ins = [saved[s] for s in layer.inputs] if layer.inputs else [x]
-            x = kernel(ins).astype(_np_dtype(layer.quant.output))
-            if keep_all or layer.name in needed:
-                saved[layer.name] = x
-        if keep_all:
-            saved.pop("input")
-            return saved
-        return x
+        def step(layer: Layer, ins: list[np.ndarray]) -> np.ndarray:
+            return self.kernels[layer.name](ins).astype(_np_dtype(layer.quant.output))
+
+        return self.spec.walk(step, codes, upto=upto, keep_all=keep_all)
 
 
 class IntegerFrozenStage:
     """A frozen stage run in integers, bit-exact with LiteRT: the layers of `qmodel` up to and including
-    `upto` (default: all). Satisfies tinycl.frozen.FrozenStage.
+    `upto` (a layer name or index, as tinycl.model.split.Split takes; default: all). Satisfies
+    tinycl.frozen.FrozenStage.
 
     Input: (N, *input_shape). Integer arrays of the model input's dtype (e.g. uint8 images for the MobileNet
     files) are its codes and go in unchanged; float arrays are quantized with `spec.input_quant` as TFLite's
@@ -379,13 +258,11 @@ class IntegerFrozenStage:
     frozen layer (what a DEQUANTIZE would give); `codes` returns the integer codes themselves.
     """
 
-    def __init__(self, qmodel: QuantizedModel, upto: str | None = None, batch_size: int = 64,
+    def __init__(self, qmodel: QuantizedModel, upto: str | int | None = None, batch_size: int = 64,
                  kernels: str = "optimized"):
-        full = qmodel.spec
-        n = len(full.layers) if upto is None else full.index(upto) + 1
-        self.spec: ModelSpec = full.with_layers(full.layers[:n], input_quant=full.input_quant,
-                                                name=f"{full.name}[:{n}]")
-        self.qmodel = QuantizedModel(self.spec, {k: v for k, v in qmodel.weights.items() if k in self.spec.names})
+        last = len(qmodel.spec.layers) - 1 if upto is None else upto
+        self.qmodel = Split.at(qmodel.spec, last).frozen_model(qmodel)
+        self.spec: ModelSpec = self.qmodel.spec
         self.model = IntegerModel(self.qmodel, kernels)
         self.batch_size = batch_size
         self.nbytes = self.qmodel.nbytes

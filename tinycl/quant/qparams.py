@@ -9,14 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from tinycl.errors import ConfigError
+from tinycl.quant.fixedpoint import round_half_away
 
-__all__ = ["RANGE_METHODS", "choose_qparams", "quantize", "dequantize", "round_half_away"]
+__all__ = ["RANGE_METHODS", "choose_qparams", "quantize", "dequantize"]
 
 RANGE_METHODS = ("max", "percentile", "mse")
-
-
-def round_half_away(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
 def _reduce_axes(x: np.ndarray, axis: int | None) -> tuple[int, ...]:
