@@ -30,7 +30,7 @@ from tinycl.data.dataset import Dataset
 from tinycl.data.registry import load_dataset
 from tinycl.errors import TinyclError
 from tinycl.frozen import ImageInput, LatentCache
-from tinycl.io import atomic_write_bytes
+from tinycl.io import atomic_output, atomic_write_bytes
 from tinycl.model.tflite import load_tflite
 from tinycl.quant.intexec import IntegerFrozenStage
 from tinycl.runner import Setup, prepare, run_experiment
@@ -137,10 +137,8 @@ def latent_codes(qmodel, layers: tuple[str, ...], x: np.ndarray, path: Path, bat
     out = {ly: np.concatenate(v) for ly, v in out.items()}
     info = {"seconds": time.perf_counter() - t0, "n_images": len(x), "layers": list(layers),
             "threads": torch.get_num_threads()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
+    with atomic_output(path, suffix=".npz") as tmp:  # ends in .npz: savez adds no suffix of its own
+        np.savez(tmp, **out)
     atomic_write_bytes(info_path, json.dumps(info).encode())
     return out, info
 

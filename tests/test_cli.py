@@ -18,7 +18,7 @@ def config(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("memory.bits=9", "memory.bits must be one of 32, 8, 7, 6, 5, 4, 3, 2, 1, got 9"),
+    ("memory.bits=9", "memory.bits must be one of 32, 8, 7, 6, 5, 4, 3, 2, 1 (32 = fp32), got 9"),
     ("memory.capacity=0", "memory.capacity must be >= 1"),
     ("model.split=conv9", "unknown split layer 'conv9'; allowed: input, a layer index"),
     ("memory.bogus=1", "unknown config key 'memory.bogus'; allowed in memory: capacity"),

@@ -24,12 +24,12 @@ from tinycl.cost.targets import BUFFER_KINDS, TARGETS, Target, Tier, get_target
 from tinycl.cost.workload import (
     MEMORY_REPORT_KEYS,
     Workload,
-    activation_nbytes,
     buffers,
     from_config,
     paper_workload,
     planned_arena_bytes,
 )
+from tinycl.device.arena import activation_nbytes
 from tinycl.errors import ConfigError, ModelError
 from tinycl.flops import layer_macs
 from tinycl.memory import ReplayMemory

@@ -72,3 +72,34 @@ def test_window_counts_count_the_valid_taps(padding, stride):
     expected = [[ones[i * stride[0]: i * stride[0] + 3, j * stride[1]: j * stride[1] + 3].sum() for j in range(ow)]
                 for i in range(oh)]
     np.testing.assert_array_equal(window_counts(layer, h, w), expected)
+
+
+@pytest.fixture
+def flip_op():
+    """A made-up data-movement op, "channel_flip" (reverses the channel order), with its integer kernel: the op
+    table entry and the integer kernel table are the two places an op is written on the host."""
+    from tinycl.quant import intexec
+
+    op = register_op(OpDef("channel_flip", lambda ly, ins: ins[0], lambda ly, ins, p: ins[0].flip(1), quant="input"))
+    intexec.INTEGER_KERNELS["channel_flip"] = lambda layer, record, qmodel: (lambda ins: ins[0][:, ::-1])
+    yield op
+    del OPS["channel_flip"], intexec.INTEGER_KERNELS["channel_flip"]
+
+
+def test_a_new_op_reaches_torch_the_integer_executor_and_flops(flip_op):
+    from tinycl.quant.intexec import IntegerModel, quantize_input
+
+    spec = ModelSpec((1, 5, 5), (Layer("c", "conv2d", channels=4, kernel=(3, 3), activation="relu"),
+                                 Layer("f", "channel_flip"), Layer("fc", "linear", channels=3)))
+    plain = spec.with_layers([spec.layers[0], spec.layers[2]])
+    assert inference_flops(spec) == inference_flops(plain)  # moving values costs no MACs
+    weights = get_weights(build(spec, generator=torch.Generator().manual_seed(1)))
+    x = np.random.default_rng(1).random((6, 1, 5, 5), np.float32)
+    out = build(spec, weights)(torch.from_numpy(x))
+    flipped = {**weights, "fc": {"weight": weights["fc"]["weight"].reshape(3, 4, 3, 3)[:, ::-1].reshape(3, -1),
+                                 "bias": weights["fc"]["bias"]}}
+    torch.testing.assert_close(out, build(plain, flipped)(torch.from_numpy(x)))  # torch: the flip is applied
+    q = quantize_model(spec, weights, x)
+    assert q.spec.layers[1].quant.output == q.spec.layers[0].quant.output  # PTQ: "input" rule
+    codes = IntegerModel(q).run(quantize_input(x, q.spec.input_quant), keep_all=True)
+    np.testing.assert_array_equal(codes["f"], codes["c"][:, ::-1])  # the integer executor runs it

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared_model
 
 from tinycl.config import load_config
 
@@ -82,9 +83,7 @@ def test_study_configs_load():
     core50 = load_config(REPO / "benchmarks/configs/core50_nicv2_391_mobilenet.toml")
     assert (core50.data.protocol, core50.memory.capacity, core50.memory.bits, core50.train.batch_size,
             core50.train.epochs) == ("core50-nicv2-391", 1500, 8, 128, 4)
-    model = (REPO / core50.model.arch) if not Path(core50.model.arch).is_absolute() else Path(core50.model.arch)
-    if not model.exists():
-        pytest.skip(f"model not found at {model}")
+    model = require_shared_model(Path(core50.model.arch).name)
     from tinycl.model.split import Split
     from tinycl.model.tflite import load_tflite
 

@@ -20,7 +20,6 @@ from tinycl.distill import DistillConfig
 from tinycl.errors import ConfigError
 from tinycl.growth import GrowthConfig
 from tinycl.learners.base import TrainConfig
-from tinycl.memory import BITS
 from tinycl.quant.qparams import RANGE_METHODS
 from tinycl.strategies import STRATEGIES
 
@@ -84,12 +83,11 @@ class MemoryConfig:
     range: str = "max"  # quantizer range: max, percentile, mse
 
     def __post_init__(self):
-        from tinycl.memory import POLICIES
+        from tinycl.memory import POLICIES, check_bits
 
         if self.capacity < 1:
             raise ConfigError(f"memory.capacity must be >= 1, got {self.capacity}")
-        if self.bits not in BITS:
-            raise ConfigError(f"memory.bits must be one of {', '.join(map(str, BITS))}, got {self.bits}")
+        check_bits(self.bits, "memory.bits")
         if self.policy not in POLICIES:
             raise ConfigError(f"memory.policy {self.policy!r}; allowed: {', '.join(POLICIES)}")
         if self.granularity not in ("tensor", "channel"):

@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tinycl.device.arena import activation_nbytes
 from tinycl.errors import ConfigError, ModelError
 from tinycl.memory import ReplayMemory, check_bits
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import ModelSpec
 from tinycl.model.split import Split
 
-__all__ = ["Workload", "buffers", "activation_nbytes", "frozen_scratch_nbytes", "planned_arena_bytes",
+__all__ = ["Workload", "buffers", "frozen_scratch_nbytes", "planned_arena_bytes",
            "MEMORY_REPORT_KEYS", "paper_workload", "build_learner", "from_config", "workload_of"]
 
 FP32 = 4
@@ -98,15 +99,6 @@ class Workload:
     def passes_per_batch(self) -> int:
         """Forward/backward passes per mini-batch (weights are read once per pass)."""
         return math.ceil(self.batch_size / self.micro_batch)
-
-
-def activation_nbytes(adaptive: ModelSpec, samples: int) -> int:
-    """Bytes of the fp32 activations one training pass keeps for its backward pass: the stage input and every
-    layer's output, at `samples` samples. The one count of them (Learner.memory_report's peak_activations
-    should read it too); a stand-in where the device arena planner cannot plan the stage: it leaves out
-    gradient buffers and in-place reuse, so the real arena can be smaller or larger."""
-    kept = math.prod(adaptive.input_shape) + sum(math.prod(adaptive.output_shape(n)) for n in adaptive.names)
-    return samples * kept * FP32
 
 
 def frozen_scratch_nbytes(frozen: ModelSpec, bits: int = 8) -> int:

@@ -19,8 +19,8 @@ from tinycl.errors import ModelError
 from tinycl.model.ops import OPS, ops_where, pads
 from tinycl.model.spec import Layer, ModelSpec
 
-__all__ = ["KINDS", "PERSISTENT", "ArenaPlan", "LayerPlan", "Op", "Schedule", "Tensor", "plan_arena",
-           "training_schedule"]
+__all__ = ["activation_nbytes", "KINDS", "PERSISTENT", "ArenaPlan", "LayerPlan", "Op", "Schedule", "Tensor",
+           "plan_arena", "training_schedule"]
 
 KINDS = ("input", "activation", "gradient", "param", "param_grad", "momentum")
 PERSISTENT = ("param", "param_grad", "momentum")
@@ -252,3 +252,12 @@ def plan_arena(schedule: Schedule, alignment: int = 16, kinds: tuple[str, ...] =
     size = max((offsets[x.name] + x.nbytes for x in placed), default=0)
     ordered = {name: offsets[name] for name in schedule.tensors if name in offsets}
     return ArenaPlan(schedule, ordered, _align(size, alignment), alignment, tuple(kinds))
+
+
+def activation_nbytes(adaptive: ModelSpec, samples: int) -> int:
+    """Bytes of the fp32 activations one training pass keeps for its backward pass: the stage input and every
+    layer's output, at `samples` samples. The one count of them (Learner.memory_report's peak_activations
+    and the cost model read it); the stand-in where `plan_arena` cannot plan the stage: it leaves out
+    gradient buffers and in-place reuse, so the real arena can be smaller or larger."""
+    kept = math.prod(adaptive.input_shape) + sum(math.prod(adaptive.output_shape(n)) for n in adaptive.names)
+    return samples * kept * FLOAT_BYTES

@@ -14,14 +14,13 @@ import numpy as np
 
 from tinycl.device.runtime import Library, Struct, conv_shape, load_library
 from tinycl.errors import ModelError
+from tinycl.model.ops import OPS, ops_where
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, TensorQuant
 from tinycl.quant.requant import Requant, prepare
 
-__all__ = ["INT8_OPS", "DeviceIntegerModel"]
+__all__ = ["DeviceIntegerModel"]
 
-INT8_OPS = ("conv2d", "depthwise_conv2d", "linear", "avg_pool2d", "max_pool2d", "relu", "relu6", "quantize",
-            "flatten", "reshape")
 
 
 def _offset(q: TensorQuant) -> int:
@@ -29,7 +28,8 @@ def _offset(q: TensorQuant) -> int:
 
 
 class DeviceIntegerModel:
-    """Integer codes of every layer of `qmodel` (sequential; ops in INT8_OPS) computed by the C int8 kernels.
+    """Integer codes of every layer of `qmodel` (sequential; ops with a C int8 kernel in the op table) computed
+    by the C int8 kernels.
 
     kernels: "optimized" (LiteRT's default kernels) or "reference" (its reference kernels, TFLite Micro's
     semantics), as `tinycl.quant.intexec.IntegerModel`."""
@@ -40,9 +40,9 @@ class DeviceIntegerModel:
         records = prepare(qmodel, kernels)  # checks `kernels` and that the model is quantized
         self.steps, prev = [], "input"
         for layer in self.spec.layers:
-            if layer.op not in INT8_OPS:
+            if not OPS[layer.op].int8:
                 raise ModelError(f"layer {layer.name!r}: op {layer.op!r} has no C int8 kernel; "
-                                 f"allowed: {', '.join(INT8_OPS)}")
+                                 f"allowed: {', '.join(ops_where(lambda op: op.int8))}")
             if layer.inputs and layer.inputs != (prev,):
                 raise ModelError(f"layer {layer.name!r}: the C int8 path runs sequential models only")
             self.steps.append(self._prepare(layer, records[layer.name]))

@@ -6,7 +6,6 @@ A learner owns a frozen stage (behind a LatentCache) and an adaptive stage (a to
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,9 +190,8 @@ class Learner:
         not an addition (the device total is frozen_weights + replay_memory + device_arena)."""
         params = [p for p in self.adaptive.parameters()]
         weights = sum(p.numel() * p.element_size() for p in params)
-        spec = self.adaptive.spec
-        b = self.train_cfg.batch_size
-        kept = math.prod(spec.input_shape) + sum(math.prod(spec.output_shape(n)) for n in spec.names)
+        from tinycl.device.arena import activation_nbytes
+
         return {
             "frozen_weights": int(self.encoder.stage.nbytes),
             "adaptive_weights": int(weights),
@@ -201,7 +199,7 @@ class Learner:
             "optimizer_state": int(weights if self.train_cfg.momentum > 0 else 0),
             "replay_memory": int(self.replay_nbytes),
             # forward activations kept for the backward pass of one mini-batch, fp32, from the layer records
-            "peak_activations": int(b * kept * 4),
+            "peak_activations": int(activation_nbytes(self.adaptive.spec, self.train_cfg.batch_size)),
             **self._device_arena(),
         }
 
