@@ -1,12 +1,13 @@
-"""Speed of tinycl's bit-exact integer executor on MobileNet-V1 0.25/128 (the study's frozen stage), against
-LiteRT running the same .tflite file one image at a time.
+"""Speed of tinycl's bit-exact integer executor (the batched frozen pass) against LiteRT on the same .tflite files,
+per image, on one thread and on two: MobileNet-V1 0.25/128 (the study's model; also stopped at three split
+layers) and the 1.0/224 backbone (the embedding extractor).
 
     .venv/bin/python benchmarks/intexec_speed.py --repeats 5 --out docs/tflite_speed.md
 
-Per split layer (the frozen stage runs up to and including it): milliseconds per image, median over --repeats
-runs of --images uint8 images in batches of --batch, for tinycl's "optimized" and "reference" kernel sets; and
-LiteRT with its built-in optimized kernels and with its default XNNPACK delegate on the whole model (LiteRT
-cannot stop at a layer). Writes a markdown report with the command and the machine to --out, and prints it.
+tinycl: `IntegerFrozenStage.codes` on --images uint8 images (its default batch size), "optimized" and "reference"
+kernel sets. LiteRT: one image per invoke, its built-in kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES) and its
+default path (AUTO: the XNNPACK delegate), whole model (LiteRT cannot stop at a layer). Medians over --repeats.
+Writes a markdown report with the command, the machine and its load to --out, and prints it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import torch
 from tinycl.model.tflite import load_tflite
 from tinycl.quant.intexec import IntegerFrozenStage
 
-MODEL = "mobilenet_v1_0.25_128_quant.tflite"
-SPLITS = ("Conv2d_5_pointwise", "Conv2d_11_pointwise", "Conv2d_13_pointwise", "Predictions")
+MODELS = {"mobilenet_v1_0.25_128_quant.tflite": ("Conv2d_5_pointwise", "Conv2d_11_pointwise", "Conv2d_13_pointwise",
+                                                 None),
+          "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite": (None,)}
 
 
 def _median_ms(fn, n_images: int, repeats: int) -> float:
-    fn()  # warm up (thread pools, allocator)
+    fn()  # warm up (thread pools, allocator, oneDNN's kernel choice)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -40,12 +42,12 @@ def _median_ms(fn, n_images: int, repeats: int) -> float:
     return 1000 * statistics.median(times) / n_images
 
 
-def _litert_ms(path: Path, x: np.ndarray, resolver: str, repeats: int) -> float:
+def _litert_ms(path: Path, x: np.ndarray, resolver: str, threads: int, repeats: int) -> float:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        it = Interpreter(model_path=str(path), num_threads=torch.get_num_threads(),
+        it = Interpreter(model_path=str(path), num_threads=threads,
                          experimental_op_resolver_type=getattr(OpResolverType, resolver))
     it.allocate_tensors()
     index = it.get_input_details()[0]["index"]
@@ -59,45 +61,50 @@ def _litert_ms(path: Path, x: np.ndarray, resolver: str, repeats: int) -> float:
     return _median_ms(run, len(x), repeats)
 
 
+def _rows(path: Path, threads: int, args) -> list[str]:
+    q = load_tflite(path)
+    size = q.spec.input_shape[1]
+    x = np.random.default_rng(0).integers(0, 256, (args.images, 3, size, size)).astype(np.uint8)
+    torch.set_num_threads(threads)
+    builtin = _litert_ms(path, x, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", threads, args.repeats)
+    xnnpack = _litert_ms(path, x, "AUTO", threads, args.repeats)
+    rows = []
+    for split in MODELS[path.name]:
+        stage = {k: IntegerFrozenStage(q, upto=split, kernels=k) for k in ("optimized", "reference")}
+        t = {k: _median_ms(lambda s=s: s.codes(x), len(x), args.repeats) for k, s in stage.items()}
+        name = split or f"whole model ({len(q.spec.layers)} layers)"
+        macs = stage["optimized"].spec.macs()
+        ratios = (f"{t['optimized'] / xnnpack:.2f}x / {t['optimized'] / builtin:.2f}x" if split is None else "")
+        rows.append(f"| {path.stem} | {threads} | {name} | {macs / 1e6:.1f} | {stage['optimized'].batch_size} | "
+                    f"{t['optimized']:.2f} | {t['reference']:.2f} | {builtin:.2f} | {xnnpack:.2f} | {ratios} |")
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "models")
-    p.add_argument("--images", type=int, default=256)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--images", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
-    path = args.models / MODEL
-    q = load_tflite(path)
-    x = np.random.default_rng(0).integers(0, 256, (args.images, 3, 128, 128)).astype(np.uint8)
-    rows = []
-    for split in SPLITS:
-        layer = q.spec.index(split)
-        macs = q.spec.with_layers(q.spec.layers[: layer + 1]).macs()
-        times = {}
-        for kernels in ("optimized", "reference"):
-            stage = IntegerFrozenStage(q, upto=split, batch_size=args.batch, kernels=kernels)
-            times[kernels] = _median_ms(lambda s=stage: s.codes(x), len(x), args.repeats)
-        rows.append((f"{split} ({layer})", macs, times["optimized"], times["reference"]))
-    builtin, xnnpack = (_litert_ms(path, x, r, args.repeats) for r in ("BUILTIN_WITHOUT_DEFAULT_DELEGATES", "AUTO"))
-
+    load_before = os.getloadavg()[0]
+    rows = [row for threads in map(int, args.threads.split(",")) for name in MODELS
+            for row in _rows(args.models / name, threads, args)]
     command = "python benchmarks/intexec_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        "# Integer executor speed (MobileNet-V1 0.25/128)", "",
+        "# Integer executor speed", "",
         f"Command: `{command.strip()}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"NumPy {np.__version__}; load average at the end {os.getloadavg()[0]:.1f} (the cores are shared).  ",
-        f"{args.images} uint8 images, batches of {args.batch}, median of {args.repeats} runs.", "",
-        "| frozen stage up to (index) | MACs / image | tinycl optimized ms/image | tinycl reference ms/image |",
-        "| --- | ---: | ---: | ---: |",
-        *(f"| {name} | {macs:,} | {a:.2f} | {b:.2f} |" for name, macs, a, b in rows),
-        "",
-        f"LiteRT on the whole model, one image per invoke, same threads: built-in kernels {builtin:.2f} ms/image, "
-        f"default (XNNPACK delegate) {xnnpack:.2f} ms/image.",
-        f"Ratios, tinycl optimized on the whole model: {rows[-1][2] / builtin:.1f}x LiteRT built-in, "
-        f"{rows[-1][2] / xnnpack:.0f}x LiteRT XNNPACK.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, NumPy {np.__version__}; load average "
+        f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after (the cores are shared with other jobs).  ",
+        f"{args.images} random uint8 images, medians of {args.repeats} runs, milliseconds per image. tinycl runs "
+        f"the images in batches (column `batch`, its default); LiteRT one image per invoke.", "",
+        "| model | threads | tinycl frozen stage up to | MMACs / image | batch | tinycl optimized | tinycl reference "
+        "| LiteRT built-in | LiteRT XNNPACK | tinycl / XNNPACK, / built-in |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
     ]
     report = "\n".join(lines) + "\n"
     print(report)

@@ -48,10 +48,27 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
 
 
+def assert_every_layer_equals_litert(path: Path, xs: np.ndarray, kernels=("optimized", "reference")) -> None:
+    """Every layer of the .tflite at `path`, imported and run by tinycl on codes xs (N, *input_shape), equals
+    LiteRT's tensor for each sample and each kernel set, exactly."""
+    from tinycl.model.tflite import read_tflite
+    from tinycl.quant.intexec import IntegerModel
+
+    imp = read_tflite(path)
+    for k in kernels:
+        it = interpreter(path, k)
+        mine = IntegerModel(imp.model, k).run(xs, keep_all=True)
+        for i in range(len(xs)):
+            for name, want in litert_layers(it, imp, xs[i: i + 1]).items():
+                got = mine[name][i: i + 1]
+                diff = int((want.reshape(got.shape) != got).sum())
+                assert diff == 0, f"{path.name} {k}: layer {name!r} differs in {diff} of {got.size} (sample {i})"
+
+
 def litert_layers(it, imp: TfliteImport, x_chw: np.ndarray, dtype=None) -> dict[str, np.ndarray]:
     """Run one sample (1, *input_shape) CHW through LiteRT; every layer's tensor, converted to CHW."""
     inp = it.get_input_details()[0]
-    x = to_nhwc(x_chw).reshape(inp["shape"]).astype(dtype or inp["dtype"])
+    x = (x_chw if imp.input_nchw else to_nhwc(x_chw)).reshape(inp["shape"]).astype(dtype or inp["dtype"])
     it.set_tensor(inp["index"], x)
     it.invoke()
     out = {}

@@ -314,3 +314,79 @@ def test_int8_kernels_run_a_real_uint8_tflite_mobilenet_exactly(lib, kernels):
     got = DeviceIntegerModel(qmodel, kernels, library=lib).run_all(codes)
     for name in spec.names:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("shape,r_max,d_max", [((3, 4, 5), 1.25, 0.5), ((5, 1, 1), 1.0, 0.0), ((2, 3, 3), 3.0, 5.0)])
+def test_batchrenorm_kernels_match_torch(lib, shape, r_max, d_max):
+    """Train mode over a batch of 6, one sample per call: the batch statistics from tcl_batchrenorm_moments, the
+    backward's batch sums from tcl_batchrenorm_grad_sums, against torch autograd through the op."""
+    from tinycl.model.ops import BRN_EPS
+
+    g = torch.Generator().manual_seed(sum(shape))
+    module = build(ModelSpec(shape, (Layer("brn", "batch_renorm"),))).train()
+    p = module.params["brn"]
+    p.r_max, p.d_max = r_max, d_max
+    with torch.no_grad():
+        for t, lo in ((p.weight, 0.5), (p.running_var, 0.2)):
+            t.copy_(torch.rand(t.shape, generator=g) + lo)
+        p.bias.copy_(torch.randn(shape[0], generator=g))
+        p.running_mean.copy_(torch.randn(shape[0], generator=g))
+    mean, std = p.running_mean.numpy().copy(), np.sqrt(p.running_var.numpy() + BRN_EPS)
+    x = (torch.randn(6, *shape, generator=g) * 2 + 1).requires_grad_()
+    dy = torch.randn(6, *shape, generator=g)
+    y = module(x)
+    y.backward(dy)
+    c, hw = shape[0], shape[1] * shape[2]
+    xs, dys = x.detach().numpy(), dy.numpy()
+    w, b = p.weight.detach().numpy().copy(), p.bias.detach().numpy().copy()
+
+    moments = np.zeros(2 * c, np.float32)
+    for s in xs:
+        lib.batchrenorm_moments(c, hw, np.ascontiguousarray(s), moments)
+    count = len(xs) * hw
+    mu = moments[:c] / count
+    sigma = np.sqrt(np.maximum(moments[c:] / count - mu * mu, 0) + BRN_EPS)
+    r, d = np.clip(sigma / std, 1 / r_max, r_max), np.clip((mu - mean) / std, -d_max, d_max)
+    stats = np.concatenate([mu, sigma, r, d]).astype(np.float32)
+    sums = np.zeros(2 * c, np.float32)
+    for s, ds in zip(xs, dys, strict=True):
+        lib.batchrenorm_grad_sums(c, hw, np.ascontiguousarray(ds), np.ascontiguousarray(s), stats, sums)
+    sums /= count
+    dw, db = np.zeros(c, np.float32), np.zeros(c, np.float32)
+    for i, (s, ds) in enumerate(zip(xs, dys, strict=True)):
+        s, ds = np.ascontiguousarray(s), np.ascontiguousarray(ds)
+        out, dx = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        lib.batchrenorm_forward(c, hw, s, w, b, stats, out)
+        lib.batchrenorm_weight_grad(c, hw, s, ds, stats, dw, db)
+        lib.batchrenorm_input_grad(c, hw, ds, s, w, stats, sums, dx)
+        close(out, y[i], f"forward, sample {i}")
+        close(dx, x.grad[i], f"input gradient, sample {i}")
+    close(dw, p.weight.grad, "gamma gradient (accumulated)")
+    close(db, p.bias.grad, "beta gradient (accumulated)")
+
+
+def test_batchrenorm_kernels_in_eval_mode_match_torch(lib):
+    """Eval statistics (running mean, sqrt(running var + eps), r = 1, d = 0) and sums = NULL (statistics constant)
+    against torch's eval-mode forward and autograd."""
+    from tinycl.model.ops import BRN_EPS
+
+    g = torch.Generator().manual_seed(3)
+    module = build(ModelSpec((4, 3, 2), (Layer("brn", "batch_renorm"),))).eval()
+    p = module.params["brn"]
+    with torch.no_grad():
+        for t in (p.weight, p.bias, p.running_mean):
+            t.copy_(torch.randn(4, generator=g))
+        p.running_var.copy_(torch.rand(4, generator=g) + 0.1)
+    x = torch.randn(1, 4, 3, 2, generator=g, requires_grad=True)
+    dy = torch.randn(1, 4, 3, 2, generator=g)
+    y = module(x)
+    y.backward(dy)
+    stats = np.concatenate([p.running_mean.numpy(), np.sqrt(p.running_var.numpy() + BRN_EPS), np.ones(4),
+                            np.zeros(4)]).astype(np.float32)
+    w, b = p.weight.detach().numpy().copy(), p.bias.detach().numpy().copy()
+    xs, dys = x.detach().numpy()[0].copy(), dy.numpy()[0].copy()
+    out, dx = np.empty((4, 3, 2), np.float32), np.empty((4, 3, 2), np.float32)
+    lib.batchrenorm_forward(4, 6, xs, w, b, stats, out)
+    lib.batchrenorm_input_grad(4, 6, dys, xs, w, stats, None, dx)
+    close(out, y[0], "eval forward")
+    close(dx, x.grad[0], "eval input gradient")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
+from tinycl.errors import ConfigError
 from tinycl.learners.base import Learner
 from tinycl.learners.replay import Joint, LatentReplay, RawReplay
 from tinycl.runner import make_learner, prepare, run_experiment, with_strategy
@@ -127,9 +128,56 @@ def test_device_mode_learns_the_same_as_torch(setup):
     cfg = replace(TINY, train=replace(TINY.train, epochs=1))
     host = make_learner(with_strategy(cfg, "latent_replay"), setup)
     device = make_learner(with_strategy(replace(cfg, train=replace(cfg.train, device=True)), "latent_replay"), setup)
+    host.rng = type(device.rng)(cfg.seed)  # device mode draws from the portable generator: the same draws here
     for exp in setup.scenario.train[:2]:
         host.partial_fit(exp)
         device.partial_fit(exp)
     for (name, a), (_, b) in zip(host.adaptive.state_dict().items(), device.adaptive.state_dict().items(),
                                  strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_a_diverging_lr_is_a_one_line_error(setup):
+    from tinycl.errors import TinyclError
+
+    cfg = replace(TINY, train=replace(TINY.train, lr=1e9))
+    learner = make_learner(cfg, setup)
+    with pytest.raises(TinyclError, match=r"^training diverged: .*train\.lr") as err:
+        for exp in setup.scenario.train:
+            learner.partial_fit(exp)
+    assert "\n" not in str(err.value)
+
+
+def test_class_balanced_mix_gives_each_class_present_an_equal_share(setup):
+    cfg = replace(TINY, train=replace(TINY.train, replay_mix="class_balanced", batch_size=20))
+    learner = make_learner(cfg, setup)
+    learner.partial_fit(setup.scenario.train[0])  # memory now holds 4 classes; 2 new ones come next
+    assert learner._mix(setup.scenario.train[1].y) == (7, 13)  # replayed 4 / 6 of 20
+    assert TrainConfig(replay_mix="pellegrini", replay_ratio=0.5).mix_rule == "pellegrini"
+    with pytest.raises(ConfigError, match="replay_ratio"):
+        TrainConfig(replay_mix="ratio")
+
+
+def test_ar1_recipe_options_train(setup):
+    """Batch renormalization, CWR*, a head lr factor, clipping and warm-up together; the head is evaluated with the
+    consolidated rows and the classes never seen keep zero rows."""
+    cfg = replace(TINY, train=replace(TINY.train, batch_renorm=True, cwr=True, head_lr_factor=10.0, clip_norm=1.0,
+                                      warmup_steps=5, brn_warmup=10))
+    learner = make_learner(cfg, setup)
+    assert sum(ly.op == "batch_renorm" for ly in learner.adaptive.spec.layers) == 2  # after conv3 and conv4
+    learner.partial_fit(setup.scenario.train[0])
+    w = learner.adaptive.params["head"].weight.detach().numpy()
+    np.testing.assert_allclose(w, learner.head_.cw_[:, :-1], rtol=1e-6)
+    unseen = np.setdiff1d(np.arange(10), setup.scenario.train[0].y)
+    assert not w[unseen].any()
+    assert learner.adaptive.params["conv3/brn"].r_max == pytest.approx(1.25)  # warmed up after > 10 steps
+    state = learner.state_dict()
+    again = make_learner(cfg, setup)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.head_.cw_, learner.head_.cw_)
+
+
+@pytest.mark.parametrize("key,value", [("clip_norm", 1.0), ("head_lr_factor", 10.0), ("batch_renorm", True)])
+def test_device_mode_refuses_what_the_c_step_lacks(key, value):
+    with pytest.raises(ConfigError, match=rf"^train\.{key} is not supported with train\.device"):
+        TrainConfig(device=True, **{key: value})

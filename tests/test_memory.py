@@ -99,3 +99,19 @@ def test_class_balanced_quota():
     rng = np.random.default_rng(0)
     mem, _ = _fill(POLICIES["class_balanced"], 90, [(200, 0), (200, 1), (200, 2)], rng)
     np.testing.assert_array_equal(np.bincount(mem.labels[: mem.size]), [30, 30, 30])
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("length", [1, 3, 8, 13, 24])
+def test_rows_unpacked_at_once_equal_the_codes(bits, length):
+    """A replayed mini-batch is unpacked in one vectorized call, whatever each slot's bit alignment."""
+    from tinycl.quant.packing import pack_codes, read_codes, read_rows
+
+    rng = np.random.default_rng(bits * 100 + length)
+    codes = rng.integers(0, 2**bits, (40, length)).astype(np.uint8)
+    buffer = pack_codes(codes, bits)
+    rows = rng.integers(0, 40, 25)
+    np.testing.assert_array_equal(read_rows(buffer, rows, length, bits), codes[rows])
+    np.testing.assert_array_equal(read_rows(buffer, rows, length, bits)[3], read_codes(buffer, rows[3] * length,
+                                                                                     length, bits))
+    assert read_rows(buffer, rows[:0], length, bits).shape == (0, length)

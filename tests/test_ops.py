@@ -58,7 +58,8 @@ def test_every_op_is_complete(name):
     assert op.name == name and callable(op.out_shape) and callable(op.forward)
     assert op.quant in ("own", "input", "softmax") and op.units in ("pass", "mix", "block")
     assert all(t in supported_ops() for t in op.tflite)
-    assert op.device in (None, "view", "conv2d", "depthwise", "linear", "avgpool", "global_avgpool", "activation")
+    assert op.device in (None, "view", "conv2d", "depthwise", "linear", "avgpool", "global_avgpool", "activation",
+                         "batchrenorm")
 
 
 @pytest.mark.parametrize("padding,stride",

@@ -234,3 +234,59 @@ def test_inspect_truncated_file_is_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert "truncated or corrupt" in captured.err and "Traceback" not in captured.err
+
+
+# -- hostile files: every problem is one line naming where it is ---------------------------------------------
+def test_conv_bias_shorter_than_its_channels_is_one_line(tmp_path):
+    spec = ModelSpec((3, 6, 6), (Layer("c1", "conv2d", channels=6, kernel=(3, 3), padding="same"),))
+    q = random_qmodel(spec, "int8", True)
+    q.weights["c1"]["bias"] = q.weights["c1"]["bias"][:4]
+    path = tmp_path / "short_bias.tflite"
+    path.write_bytes(to_tflite(q))
+    message = _one_line_model_error(path)
+    assert "operator 0 CONV_2D" in message and "bias 'c1/bias' has shape [4], the layer has 6 output" in message
+
+
+@pytest.mark.parametrize("pos,bit", [(18157, 2), (17942, 3), (66, 3)])
+def test_bit_flips_litert_rejects_are_refused(tmp_path, pos, bit):
+    """Single-bit flips of micro_speech that LiteRT's flatbuffer verifier rejects (found by a seeded sweep)."""
+    data = bytearray(shared_model(MODELS[3]).read_bytes())
+    data[pos] ^= 1 << bit
+    path = tmp_path / "flipped.tflite"
+    path.write_bytes(bytes(data))
+    assert "not a valid flatbuffer" in _one_line_model_error(path)
+
+
+def test_any_bit_flip_loads_or_gives_one_line(tmp_path):
+    data = shared_model(MODELS[3]).read_bytes()
+    rng = np.random.default_rng(1)
+    for k in range(120):
+        flipped = bytearray(data)
+        flipped[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        path = tmp_path / f"flip{k}.tflite"
+        path.write_bytes(bytes(flipped))
+        try:
+            load_tflite(path)
+        except ModelError as err:
+            assert "\n" not in str(err) and "unpack_from" not in str(err), str(err)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("scale", (0.0,), "scales must be positive and finite"),
+    ("shape", (3, 0, 6), "dimensions must be 1.."),
+])
+def test_zero_scales_and_shapes_are_one_line(tmp_path, field, value, message):
+    spec = ModelSpec((3, 6, 6), (Layer("c1", "conv2d", channels=4, kernel=(1, 1)),))
+    q = random_qmodel(spec, "int8", True)
+    writer = tflite_export._Writer(q, False)
+    tensor = writer.tensor
+    def patched(name, shape, dtype, quant=None, data=None, axis=0):  # noqa: E306
+        if name == "input" and field == "scale":
+            quant = TensorQuant(value, quant.zero_point, quant.dtype)
+        if name == "input" and field == "shape":
+            shape = [1, *value[1:], value[0]]
+        return tensor(name, shape, dtype, quant, data, axis)
+    writer.tensor = patched
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(writer.run())
+    assert message in _one_line_model_error(path)

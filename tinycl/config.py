@@ -2,7 +2,8 @@
 
 `load_config(path, overrides=["memory.bits=7"])` reads a TOML file (every key optional, defaults below) and
 applies `section.key=value` overrides; unknown keys and values of the wrong type raise ConfigError naming what
-is allowed. `save_config` writes the full config beside a run's results.
+is allowed. `save_config` writes the full config beside a run's results. Every key, its meaning and its range is
+documented in docs/config.md (tests/test_configs.py checks that none is missing there).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from tinycl.quant.qparams import RANGE_METHODS
 from tinycl.strategies import STRATEGIES
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "MemoryConfig", "TrainConfig", "DistillConfig", "GrowthConfig",
-           "load_config", "save_config", "config_to_dict", "config_from_dict", "apply_overrides"]
+           "load_config", "save_config", "config_to_dict", "config_from_dict", "apply_overrides",
+           "set_value"]
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,34 @@ class DataConfig:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
 
 
+PRETRAIN_DATA = ("first", "holdout")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "digits_cnn"  # a model in tinycl.model.zoo.ZOO, or a path to an int8 .tflite file
-    split: str | int = "conv3"  # latent layer (a name or an index): its output is the latent; layers after it train
+    split: str | int = "conv3"  # latent layer (a name or an index); "input": nothing frozen, the whole model trains
     frozen: str = "int8"  # frozen stage precision: int8 (post-training quantized) or fp32
-    pretrain_epochs: int = 40  # "cloud" training of the whole model on experience 0 before deployment
+    width: float | None = None  # zoo model width (digits_cnn: channels of conv1, default 16; mobilenet_v1: multiplier)
+    pretrain_data: str = "first"  # pre-deployment data: first (experience 0) or holdout (disjoint, see docs/data.md)
+    pretrain_share: float = 0.2  # holdout: share of the training data (whole speakers/subjects when known)
+    pretrain_epochs: int = 40  # "cloud" training of the whole model on the pre-deployment data (0: none)
     pretrain_lr: float = 0.05
+    normalize: str = "channel"  # input normalisation fitted on the pre-deployment data: channel or none
 
     def __post_init__(self):
         if self.frozen not in ("int8", "fp32"):
             raise ConfigError(f"model.frozen {self.frozen!r}; allowed: int8, fp32")
         if self.pretrain_epochs < 0 or self.pretrain_lr <= 0:
             raise ConfigError("model.pretrain_epochs must be >= 0 and model.pretrain_lr > 0")
+        if self.pretrain_data not in PRETRAIN_DATA:
+            raise ConfigError(f"model.pretrain_data {self.pretrain_data!r}; allowed: {', '.join(PRETRAIN_DATA)}")
+        if not 0 < self.pretrain_share < 1:
+            raise ConfigError(f"model.pretrain_share must be in (0, 1), got {self.pretrain_share}")
+        if self.normalize not in ("channel", "none"):
+            raise ConfigError(f"model.normalize {self.normalize!r}; allowed: channel, none")
+        if self.width is not None and self.width <= 0:
+            raise ConfigError(f"model.width must be > 0 or unset, got {self.width}")
 
 
 @dataclass(frozen=True)
@@ -181,19 +198,26 @@ def _parse_value(text: str):
         return text  # a bare word is a string
 
 
+def set_value(data: dict, key: str, value, where: str | None = None) -> dict:
+    """Set dotted `key` (e.g. "memory.bits") of a nested config dict to `value`, making sections as needed.
+    `where` names the source in errors (default: the key)."""
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where or key}: {part!r} is not a section")
+    node[parts[-1]] = value
+    return data
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `section.key=value` strings (values in TOML syntax; bare words are strings) to a config dict."""
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. memory.bits=7")
         key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-        node[parts[-1]] = _parse_value(text.strip())
+        set_value(data, key, _parse_value(text.strip()), where=f"--set {item!r}")
     return data
 
 

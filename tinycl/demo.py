@@ -18,7 +18,10 @@ __all__ = ["DEMO_CONFIG", "DEMO_ROWS", "run_demo"]
 DEMO_CONFIG = RunConfig(
     seed=0,
     data=DataConfig(name="digits", protocol="class_incremental", first_classes=5, classes_per_experience=1),
-    model=ModelConfig(arch="digits_cnn", split="conv3", frozen="int8", pretrain_epochs=40, pretrain_lr=0.05),
+    # normalize "none": the README's table; per-channel normalisation (the default) measured 85.9% for 8-bit latent
+    # replay against 90.3% here, the 8x8 digits' 0..16 range being one the default lr already suits
+    model=ModelConfig(arch="digits_cnn", split="conv3", frozen="int8", pretrain_epochs=40, pretrain_lr=0.05,
+                      normalize="none"),
     memory=MemoryConfig(capacity=100, bits=8, policy="nicv2"),
     train=TrainConfig(epochs=4, batch_size=32, lr=0.01, momentum=0.9, weight_decay=5e-4, replay_ratio=0.75),
 )

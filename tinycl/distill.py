@@ -31,9 +31,9 @@ from tinycl.model.build import SpecModule
 from tinycl.model.spec import Layer, ModelSpec
 
 __all__ = ["DistillConfig", "AUGMENTS", "EMBEDDERS", "class_budget", "embedder_spec", "convnet_spec", "mlp_spec",
-           "RandomEmbedder", "resolve_augment", "augment", "distill_class", "distill", "matching_loss"]
+           "RandomEmbedder", "resolve_augment", "augment", "DSA", "SIGNAL", "distill_class", "distill", "matching_loss"]
 
-AUGMENTS = ("auto", "none", "image", "image_flip", "signal")
+AUGMENTS = ("auto", "none", "image", "image_flip", "signal", "spectrogram")
 EMBEDDERS = ("model", "convnet", "mlp")
 
 
@@ -47,7 +47,8 @@ class DistillConfig:
     momentum: float = 0.5  # (DM's value)
     real_batch: int = 256  # real samples drawn per iteration (DM's value)
     embedder: str = "model"  # random embedding nets: model, convnet, mlp
-    augment: str = "auto"  # auto, none, image (crop/scale/rotate), image_flip (+ flip), signal (shift/scale)
+    augment: str = "auto"  # auto, none, image (DSA: crop/scale/rotate/color), image_flip (+ flip),
+    # signal (time shift/amplitude/noise), spectrogram (shift along frames/gain/noise)
 
     def __post_init__(self):
         if self.space not in ("latent", "input"):
@@ -144,51 +145,87 @@ class RandomEmbedder:
 
 # -- differentiable augmentation, same parameters for real and synthetic samples ------------------------------------
 def resolve_augment(kind: str, shape: tuple[int, ...], space: str) -> str:
-    """"auto": image transforms for input-space images (C, H, W with H, W >= 8), shift/scale for input-space
-    signals (C, T); none in latent space (feature maps are not images) and for feature vectors."""
+    """"auto": in input space, image transforms for images (C, H, W with H, W >= 8) and time shift / amplitude /
+    noise for sensor windows ((C, T), or (C, 1, T) as HAR's are stored); none in latent space (feature maps are
+    not images) and for feature vectors. Log-mel spectrograms look like images by shape: their configs name
+    "spectrogram"."""
     if kind != "auto":
         return kind
+    if space == "input" and (len(shape) == 2 or (len(shape) == 3 and shape[1] == 1)):
+        return "signal"
     if space == "input" and len(shape) == 3 and min(shape[1:]) >= 8:
         return "image"
-    if space == "input" and len(shape) == 2:
-        return "signal"
     return "none"
 
 
-_TRANSFORMS = {"none": (), "image": ("scale", "crop", "rotate"), "image_flip": ("scale", "crop", "rotate", "flip"),
-               "signal": ("shift", "amplitude")}
+# DSA (Zhao & Bilen 2021) draws one of its transforms per iteration ("single" mode): crop, scale, rotate, flip,
+# color. Signals get their own: a circular time shift, an amplitude (or, for log-mels, an additive gain), noise.
+_TRANSFORMS = {"none": (), "image": ("scale", "crop", "rotate", "color"),
+               "image_flip": ("scale", "crop", "rotate", "color", "flip"),
+               "signal": ("shift", "amplitude", "noise"), "spectrogram": ("time_shift", "gain", "noise")}
+DSA = {"scale": 1.2, "rotate": 15.0, "crop": 0.125, "flip": 0.5, "brightness": 1.0, "saturation": 2.0,
+       "contrast": 0.5}
+SIGNAL = {"shift": 1 / 8, "amplitude": 0.2, "gain": 0.2, "noise": 0.05}  # noise/gain: in normalised units
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
     return float(lo + (hi - lo) * torch.rand((), generator=gen))
 
 
+def _color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """DSA's color: brightness (+-brightness/2), saturation (x0..saturation around the channel mean), contrast
+    (x0.5..1.5 around the sample mean), one draw each for the whole batch."""
+    x = x + (_uniform(gen, 0, 1) - 0.5) * DSA["brightness"]
+    m = x.mean(dim=1, keepdim=True)
+    x = (x - m) * (_uniform(gen, 0, 1) * DSA["saturation"]) + m
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - m) * (_uniform(gen, 0, 1) + DSA["contrast"]) + m
+
+
+def _affine(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
+    """DSA's scale (x1/1.2..1.2 per axis), crop (translate by up to 1/8 of the size) or rotate (+-15 degrees)."""
+    theta = torch.eye(2, 3)
+    if name == "scale":
+        r = DSA["scale"]
+        theta[0, 0], theta[1, 1] = _uniform(gen, 1 / r, r), _uniform(gen, 1 / r, r)
+    elif name == "crop":  # normalised coordinates span 2, so 1/8 of the size is 0.25
+        c = 2 * DSA["crop"]
+        theta[0, 2], theta[1, 2] = _uniform(gen, -c, c), _uniform(gen, -c, c)
+    else:
+        a = math.radians(_uniform(gen, -DSA["rotate"], DSA["rotate"]))
+        theta[:2, :2] = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, align_corners=True)
+
+
+def _signal(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
+    if name == "amplitude":
+        return x * _uniform(gen, 1 - SIGNAL["amplitude"], 1 + SIGNAL["amplitude"])
+    if name == "gain":  # a louder or quieter clip shifts every log-mel value alike
+        return x + _uniform(gen, -SIGNAL["gain"], SIGNAL["gain"])
+    if name == "noise":
+        return x + SIGNAL["noise"] * torch.randn(x.shape, generator=gen)
+    axis = -2 if name == "time_shift" else -1  # log-mels are (1, frames, bins); sensor windows (C, [1,] T)
+    n = x.shape[axis]
+    return torch.roll(x, shifts=int(round(_uniform(gen, -n * SIGNAL["shift"], n * SIGNAL["shift"]))), dims=axis)
+
+
 def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
-    """One random transform of `kind` (DSA's parameters: scale 1.2, crop 1/8, rotate 15 degrees; signals: shift
-    1/8 of the length, amplitude x0.8..1.2), its parameters drawn from `seed`: equal seeds give the same
-    transform, so real and synthetic batches are augmented alike. x: (N, *shape) float32."""
+    """One random transform of `kind` (see _TRANSFORMS; DSA's parameters for images), its parameters drawn from
+    `seed` and shared by the whole batch: equal seeds give the same transform, so real and synthetic batches are
+    augmented alike (DSA's siamese augmentation). x: (N, *shape) float32, differentiable."""
     names = _TRANSFORMS[kind]
     if not names:
         return x
     gen = torch.Generator().manual_seed(seed)
     name = names[int(torch.randint(len(names), (), generator=gen))]
     if name == "flip":
-        return torch.flip(x, dims=[-1]) if _uniform(gen, 0, 1) < 0.5 else x
-    if name == "amplitude":
-        return x * _uniform(gen, 0.8, 1.2)
-    if name == "shift":
-        n = x.shape[-1]
-        return torch.roll(x, shifts=int(round(_uniform(gen, -n / 8, n / 8))), dims=-1)
-    theta = torch.eye(2, 3)
-    if name == "scale":
-        theta[0, 0], theta[1, 1] = _uniform(gen, 1 / 1.2, 1.2), _uniform(gen, 1 / 1.2, 1.2)
-    elif name == "crop":  # translate by up to 1/8 of the size (normalised coordinates span 2)
-        theta[0, 2], theta[1, 2] = _uniform(gen, -0.25, 0.25), _uniform(gen, -0.25, 0.25)
-    else:
-        a = math.radians(_uniform(gen, -15, 15))
-        theta[:2, :2] = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, align_corners=True)
+        return torch.flip(x, dims=[-1]) if _uniform(gen, 0, 1) < DSA["flip"] else x
+    if name == "color":
+        return _color(x, gen) if x.shape[1] == 3 else x + (_uniform(gen, 0, 1) - 0.5) * DSA["brightness"]
+    if name in ("scale", "crop", "rotate"):
+        return _affine(x, name, gen)
+    return _signal(x, name, gen)
 
 
 # -- distribution matching --------------------------------------------------------------------------------------

@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from tinycl.errors import ConfigError
 
 __all__ = ["GrowthConfig", "GrowthState", "GrowthDecision", "GrowthPolicy", "NoGrowth", "AccuracyTarget",
-           "Schedule", "GROWTH_POLICIES", "make_policy"]
+           "Schedule", "OnDemand", "GROWTH_POLICIES", "make_policy"]
 
 
 @dataclass(frozen=True)
 class GrowthConfig:
-    policy: str = "none"  # none, accuracy (grow while accuracy < target), schedule (grow after experiences `at`)
-    target: float = 0.95  # accuracy policy: class-balanced accuracy on the data the learner holds
+    policy: str = "none"  # none, accuracy (grow while accuracy < target), schedule (grow after experiences `at`),
+    # on_demand (grow when the training loss plateaus above loss_target, or accuracy < target)
+    target: float = 0.95  # accuracy, on_demand: class-balanced accuracy on the data the learner holds
+    loss_target: float = 0.2  # on_demand: a last-epoch training loss above this that has plateaued asks for growth
+    plateau: float = 0.1  # on_demand: the loss has plateaued when its last epoch fell by less than this share
+    retrain_epochs: int = 0  # epochs trained again on the experience after growing (0: the next experience trains it)
     factor: float = 1.5  # one growth step multiplies each growing layer's width by this
     max_factor: float = 2.0  # no layer grows beyond max_factor x its width at deployment
     at: tuple[int, ...] = ()  # schedule policy: experiences after which to grow
@@ -41,6 +45,8 @@ class GrowthConfig:
             raise ConfigError(f"growth.noise must be >= 0, got {self.noise}")
         if self.max_inference_flops is not None and self.max_inference_flops < 1:
             raise ConfigError("growth.max_inference_flops must be >= 1 or unset")
+        if self.loss_target < 0 or not 0 <= self.plateau < 1 or self.retrain_epochs < 0:
+            raise ConfigError("growth.loss_target must be >= 0, growth.plateau in [0, 1), growth.retrain_epochs >= 0")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class GrowthState:
     width_factor: float  # current width / width at deployment (the smallest over the growing layers)
     inference_flops: int  # of the adaptive stage now
     flops_if: Callable[[float], int]  # inference FLOPs after growing by a factor
+    loss: float = float("nan")  # mean training loss of the last epoch on this experience (nan: not measured)
+    loss_drop: float = float("nan")  # its relative fall from the epoch before (nan: one epoch only)
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,28 @@ class Schedule:
         return _capped(self.cfg, state, f"scheduled after experience {state.experience}")
 
 
+class OnDemand:
+    """Grow when the model stops learning the experience: its training loss has plateaued (fell by less than
+    `plateau` over the last epoch) above `loss_target`, or its class-balanced accuracy on the data it holds is
+    below `target`. A model that still improves, or that fits what it holds, keeps its size."""
+
+    def __init__(self, cfg: GrowthConfig):
+        self.cfg = cfg
+
+    def __call__(self, state: GrowthState) -> GrowthDecision:
+        c = self.cfg
+        flat = not state.loss_drop >= c.plateau  # nan (one epoch) counts as flat
+        if state.loss > c.loss_target and flat:
+            return _capped(c, state, f"loss {state.loss:.3f} > {c.loss_target} and fell {state.loss_drop:.1%} "
+                                     f"< {c.plateau:.0%} in the last epoch")
+        if state.accuracy < c.target:
+            return _capped(c, state, f"accuracy {state.accuracy:.3f} < target {c.target}")
+        return GrowthDecision(1.0, f"loss {state.loss:.3f} (fell {state.loss_drop:.1%}), accuracy "
+                                   f"{state.accuracy:.3f}: no need")
+
+
 GROWTH_POLICIES: dict[str, Callable[[GrowthConfig], GrowthPolicy]] = {
-    "none": NoGrowth, "accuracy": AccuracyTarget, "schedule": Schedule}
+    "none": NoGrowth, "accuracy": AccuracyTarget, "schedule": Schedule, "on_demand": OnDemand}
 
 
 def make_policy(cfg: GrowthConfig) -> GrowthPolicy:

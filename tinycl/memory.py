@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tinycl.errors import ConfigError
-from tinycl.quant.packing import packed_nbytes, read_codes, write_codes
+from tinycl.quant.packing import packed_nbytes, read_codes, read_rows, write_codes
 from tinycl.quant.qparams import RANGE_METHODS, choose_qparams, dequantize, quantize
 
 __all__ = ["ReplayMemory", "POLICIES", "nicv2_policy", "reservoir_policy", "class_balanced_policy", "BITS",
@@ -115,9 +115,7 @@ class ReplayMemory:
             x = self.buffer[slots].reshape(-1, *self.sample_shape)
         else:
             d = self.values_per_sample
-            codes = np.stack([read_codes(self.buffer, s * d, d, self.bits) for s in slots.tolist()]) \
-                if len(slots) else np.zeros((0, d), np.uint8)
-            x = self.decode(codes)
+            x = self.decode(read_rows(self.buffer, slots, d, self.bits))  # the whole mini-batch at once
         return x, self.labels[slots].astype(np.int64)
 
     def codes(self) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from tinycl.config import RunConfig, config_to_dict, save_config
 from tinycl.data.dataset import Dataset, to_float
+from tinycl.data.normalize import Normalization
 from tinycl.data.registry import load_dataset
 from tinycl.errors import ConfigError, TinyclError
 from tinycl.frozen import FloatFrozenStage, FloatInput, FrozenStage, ImageInput, LatentCache
@@ -36,10 +37,11 @@ from tinycl.model.zoo import get_model
 from tinycl.protocols import PROTOCOLS
 from tinycl.quant.intexec import IntegerFrozenStage
 from tinycl.quant.ptq import quantize_model
-from tinycl.scenarios import Experience, Scenario
+from tinycl.scenarios import Experience, Scenario, hold_out
 from tinycl.strategies import make_learner
 
-__all__ = ["Setup", "prepare", "pretrain", "make_learner", "run_experiment", "evaluate", "with_strategy"]
+__all__ = ["Setup", "NormalizedInput", "prepare", "pretrain", "make_learner", "run_experiment", "evaluate",
+           "with_strategy"]
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Setup:
     cache: LatentCache
     adaptive_spec: ModelSpec  # what trains on the device (for imported models: with a new head)
     adaptive_weights: dict  # its float weights: after pre-deployment training, or dequantized from the file
+    normalization: Normalization | None = None  # applied to every input before the frozen stage (stored with it)
+    predeploy: Experience | None = None  # the pre-deployment data (None: experience 0 of the stream)
 
 
 def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
@@ -83,19 +87,27 @@ def prepare(cfg: RunConfig, *, dataset: Dataset | None = None, pretrain: bool = 
 
     dataset: the data set cfg.data names, already loaded (it is not read again; cfg.data's n_train/n_test subset
     is still taken from it). pretrain: False skips pre-deployment training (random weights of the same shapes:
-    enough for shapes, bytes and FLOPs). A zoo model's int8 frozen stage is post-training quantized on
-    experience 0 and runs on the integer executor, as a .tflite model's does."""
+    enough for shapes, bytes and FLOPs). The pre-deployment data is experience 0 or, with model.pretrain_data =
+    "holdout", a share of the training data split off before the stream is cut (`scenarios.hold_out`). The input
+    normalisation and a zoo model's int8 frozen stage are fitted on it, as a deployment would be; the frozen stage
+    then runs on the integer executor, as a .tflite model's does."""
     rng = np.random.default_rng(cfg.seed)
     ds = dataset if dataset is not None else load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
     if cfg.data.n_train or cfg.data.n_test:
         ds = ds.subset(cfg.data.n_train, cfg.data.n_test, rng)
+    held = None
+    if cfg.model.pretrain_data == "holdout":
+        ds, held = hold_out(ds, cfg.model.pretrain_share, rng)
     scenario = PROTOCOLS[cfg.data.protocol](ds, rng=rng, config=cfg.data)
+    predeploy = held or scenario.train[0]
     if cfg.model.arch.endswith(".tflite"):
         spec, split, frozen, adaptive = _imported(cfg, ds)
+        norm = None  # the file's own uint8 input quantization is its preprocessing
     else:
-        spec, split, frozen, adaptive = _zoo(cfg, ds, scenario.train[0], trained=pretrain)
-    frozen = _fed(frozen, ds)
-    return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), *adaptive)
+        norm = Normalization.fit(predeploy.x) if cfg.model.normalize == "channel" else None
+        spec, split, frozen, adaptive = _zoo(cfg, ds, predeploy, norm, trained=pretrain)
+    frozen = _fed(frozen, ds, norm)
+    return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), *adaptive, norm, held)
 
 
 def _imported(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
@@ -112,32 +124,50 @@ def _imported(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStag
     return qmodel.spec, split, IntegerFrozenStage(split.frozen_model(qmodel)), adaptive
 
 
-def _zoo(cfg: RunConfig, ds: Dataset, first: Experience, *, trained: bool
+def _zoo(cfg: RunConfig, ds: Dataset, predeploy: Experience, norm: Normalization | None, *, trained: bool
          ) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
-    """A zoo model trained on experience 0 (or left at its initial weights), cut at cfg.model.split; an int8
-    frozen stage is post-training quantized, calibrated on experience 0 as a deployment would be."""
+    """A zoo model trained on the pre-deployment data (or left at its initial weights), cut at cfg.model.split;
+    an int8 frozen stage is post-training quantized, calibrated on the pre-deployment data. Split at the input:
+    no frozen layers (the identity), the whole model trains on the device."""
     m = cfg.model
-    spec = get_model(m.arch, ds.sample_shape, ds.n_classes)
+    spec = get_model(m.arch, ds.sample_shape, ds.n_classes, **({} if m.width is None else {"width": m.width}))
     split = Split.at(spec, m.split)
     if not split.adaptive_spec.layers:
         raise ConfigError(f"model.split {m.split!r} is the last layer of {m.arch}: nothing is left to train; "
                           f"allowed: a layer before it, e.g. {spec.names[-2] if len(spec.names) > 1 else 'input'}")
-    weights = (pretrain(spec, first.x, first.y, epochs=m.pretrain_epochs, lr=m.pretrain_lr,
-                        batch_size=cfg.train.batch_size, seed=cfg.seed) if trained
-               else get_weights(build(spec, generator=torch.Generator().manual_seed(cfg.seed))))
+    x = norm(predeploy.x) if norm is not None else to_float(predeploy.x)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    weights = (pretrain(spec, x, predeploy.y, epochs=m.pretrain_epochs, lr=m.pretrain_lr,
+                        batch_size=cfg.train.batch_size, seed=cfg.seed) if trained and m.pretrain_epochs
+               else get_weights(build(spec, generator=gen)))
+    if m.pretrain_data != "first":  # the pre-deployment classes are not the stream's: a fresh head
+        weights[spec.names[-1]] = get_weights(build(spec, generator=gen))[spec.names[-1]]
     frozen_w, adaptive_w = split.split_weights(weights)
-    if m.frozen == "int8":
-        frozen = IntegerFrozenStage(quantize_model(split.frozen_spec, frozen_w, to_float(first.x)))
-    else:
+    if m.frozen == "int8" and split.index:
+        frozen = IntegerFrozenStage(quantize_model(split.frozen_spec, frozen_w, x))
+    else:  # fp32, or nothing frozen (the identity: the latent is the input)
         frozen = FloatFrozenStage(split.frozen_spec, frozen_w)
     return spec, split, frozen, (split.adaptive_spec, adaptive_w)
 
 
-def _fed(stage: FrozenStage, ds: Dataset) -> FrozenStage:
-    """An integer frozen stage fed the data set's samples as its model takes them: uint8 pixel codes resized to
-    the model's input (image models with a uint8 input, e.g. TFLite MobileNets), else the float input."""
-    if isinstance(stage, FloatFrozenStage):
-        return stage  # takes the float input itself
+class NormalizedInput(FloatInput):
+    """Feeds a frozen stage the normalised float input, norm(x) (the device applies the same before its first
+    layer). nbytes: the stage's; the normalisation's own bytes are `norm.nbytes`."""
+
+    def __init__(self, stage: FrozenStage, norm: Normalization):
+        super().__init__(stage)
+        self.norm = norm
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.stage(self.norm(x))
+
+
+def _fed(stage: FrozenStage, ds: Dataset, norm: Normalization | None = None) -> FrozenStage:
+    """A frozen stage fed the data set's samples as its model takes them: uint8 pixel codes resized to the model's
+    input (image models with a uint8 input, e.g. TFLite MobileNets), else the float input, normalised by `norm`
+    if given."""
+    if isinstance(stage, FloatFrozenStage):  # takes the float input itself
+        return NormalizedInput(stage, norm) if norm is not None else stage
     spec = stage.spec
     if spec.input_quant.dtype == "uint8" and len(ds.sample_shape) == 3:
         if ds.sample_shape[0] != spec.input_shape[0]:
@@ -147,7 +177,7 @@ def _fed(stage: FrozenStage, ds: Dataset) -> FrozenStage:
     if ds.sample_shape != tuple(spec.input_shape):
         raise ConfigError(f"data set {ds.name!r} has samples of shape {ds.sample_shape}; the model takes "
                           f"{tuple(spec.input_shape)}")
-    return FloatInput(stage)
+    return NormalizedInput(stage, norm) if norm is not None else FloatInput(stage)
 
 
 def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, float]:
@@ -180,9 +210,11 @@ def _write_results(out: Path, metrics: dict, matrix: AccuracyMatrix) -> None:
     atomic_write_bytes(out / "accuracy_matrix.csv", buf.getvalue().encode())
 
 
-def _checkpoint(cfg: RunConfig, learner: Learner, matrix: AccuracyMatrix, elapsed: float) -> dict:
+def _checkpoint(cfg: RunConfig, setup: Setup, learner: Learner, matrix: AccuracyMatrix, elapsed: float) -> dict:
+    """The run's saved state; the input normalisation is part of it (the device applies it before its first layer)."""
+    norm = setup.normalization.to_dict() if setup.normalization is not None else None
     return {"config": config_to_dict(cfg), "learner": learner.state_dict(), "R": matrix.R,
-            "seen": matrix.seen_accuracy, "done": matrix.done, "elapsed": elapsed}
+            "seen": matrix.seen_accuracy, "done": matrix.done, "elapsed": elapsed, "normalization": norm}
 
 
 def _resume(ckpt: Path, cfg: RunConfig, learner: Learner, matrix: AccuracyMatrix) -> float:
@@ -205,8 +237,9 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
                    strategy: str | None = None, bits: int | None = None,
                    progress: Callable[[int], None] | None = None) -> dict:
     """Run all experiences of `cfg` (with `strategy` / memory `bits` in place of cfg's, if given) and return its
-    metrics. With `out`, write config.toml, metrics.json, accuracy_matrix.csv and a checkpoint after each
-    experience (atomically) and accuracy.png at the end; `resume` continues from the checkpoint in `out`.
+    metrics. With `out`, write config.toml, normalization.json (the input normalisation, if any), metrics.json,
+    accuracy_matrix.csv and a checkpoint after each experience (atomically) and accuracy.png at the end; `resume`
+    continues from the checkpoint in `out`.
     setup: prepare(cfg)'s result, to share between runs of the same data, model and seed."""
     cfg = with_strategy(cfg, strategy, bits)
     setup = setup or prepare(cfg)
@@ -219,6 +252,8 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
         if resume and ckpt.exists():
             elapsed = _resume(ckpt, cfg, learner, matrix)
         save_config(cfg, out / "config.toml")
+        if setup.normalization is not None:
+            atomic_write_json(out / "normalization.json", setup.normalization.to_dict())
     for i in range(matrix.done, len(setup.scenario)):
         t0 = time.perf_counter()
         learner.partial_fit(setup.scenario.train[i])
@@ -226,7 +261,7 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
         matrix.update(i, *evaluate(learner, setup.scenario, i))
         if out:
             _write_results(out, _metrics(cfg, matrix, learner, elapsed), matrix)
-            state = _checkpoint(cfg, learner, matrix, elapsed)
+            state = _checkpoint(cfg, setup, learner, matrix, elapsed)
             atomic_save(ckpt, lambda p, s=state: torch.save(s, p))
         if progress:
             progress(i)

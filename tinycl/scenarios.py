@@ -18,7 +18,7 @@ import numpy as np
 from tinycl.data.dataset import Dataset
 from tinycl.errors import ConfigError
 
-__all__ = ["Experience", "Scenario", "class_incremental", "nic_stream"]
+__all__ = ["Experience", "Scenario", "class_incremental", "nic_stream", "hold_out"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,35 @@ def nic_stream(ds: Dataset, *, first_classes: int = 10, first_size: int = 3000, 
         seen.update(e.classes)
     return Scenario(f"{ds.name}-nic", train, _tests(ds, new_classes), n, ds.classes)
 
+
+
+def _keep_train(ds: Dataset, keep: np.ndarray) -> Dataset:
+    """ds with only the training samples where `keep` (per-sample train_* meta arrays follow them)."""
+    meta = {k: (np.asarray(v)[keep] if k.startswith("train_") and isinstance(v, np.ndarray | list)
+                and len(v) == len(keep) else v) for k, v in ds.meta.items()}
+    return Dataset(ds.name, ds.x_train[keep], ds.y_train[keep], ds.x_test, ds.y_test, ds.classes, meta)
+
+
+def hold_out(ds: Dataset, share: float, rng: np.random.Generator) -> tuple[Dataset, Experience]:
+    """Split about `share` of the training data off as pre-deployment data, disjoint from the continual stream.
+
+    Whole groups (meta "train_groups": the speakers of Speech Commands, the subjects of HAR) when the loader
+    gives them, drawn at random until they hold `share` of the samples: the model is then pre-trained on other
+    people than the ones it meets on the device. Without groups, a class-stratified random share. Returns (the
+    data set the stream is cut from, the pre-deployment data as an Experience of index -1)."""
+    if not 0 < share < 1:
+        raise ConfigError(f"model.pretrain_share must be in (0, 1), got {share}")
+    n = len(ds.y_train)
+    groups = ds.meta.get("train_groups")
+    if isinstance(groups, np.ndarray | list) and len(groups) == n:
+        groups = np.asarray(groups)
+        names, counts = np.unique(groups, return_counts=True)
+        order = rng.permutation(len(names))
+        taken = order[: int(np.searchsorted(np.cumsum(counts[order]), share * n)) + 1]
+        pre = np.isin(groups, names[taken])
+    else:
+        pre = np.zeros(n, bool)
+        for c in np.unique(ds.y_train):
+            idx = np.flatnonzero(ds.y_train == c)
+            pre[rng.choice(idx, size=max(1, round(share * len(idx))), replace=False)] = True
+    return _keep_train(ds, ~pre), _experience(-1, ds.x_train, ds.y_train, np.flatnonzero(pre))

@@ -10,29 +10,50 @@ learner reports the bits it stores itself (`Learner.stored_bits`). Config valida
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tinycl.errors import ConfigError
-from tinycl.learners.base import Learner
+from tinycl.learners.base import Learner, TrainConfig
 from tinycl.learners.distilled import DistilledReplay
 from tinycl.learners.replay import Joint, LatentReplay, RawReplay
 from tinycl.memory import ReplayMemory
+from tinycl.model.adapt import insert_batch_renorm
 from tinycl.model.build import SpecModule, build
 
 if TYPE_CHECKING:
     from tinycl.config import RunConfig
     from tinycl.runner import Setup
 
-__all__ = ["STRATEGIES", "Factory", "make_learner", "adaptive_module", "new_memory"]
+__all__ = ["STRATEGIES", "DEFAULT_MIX", "Factory", "make_learner", "adaptive_module", "new_memory", "train_config"]
 
 Factory = Callable[["RunConfig", "Setup"], Learner]
 
 RAW_BITS = 8  # raw replay stores inputs as 8-bit codes: an image's own precision
 
+# train.replay_mix when unset (and train.replay_ratio unset), per protocol; other protocols: "pellegrini".
+# Measured (docs/architecture.md, Learners): on split streams of 2 new classes per experience Pellegrini's rule
+# replays too little of the old classes.
+DEFAULT_MIX = {"split-cifar10": "class_balanced", "split-mnist": "class_balanced",
+               "class_incremental": "class_balanced"}
 
-def adaptive_module(setup: Setup) -> SpecModule:
-    """A fresh trainable copy of the setup's adaptive stage."""
-    return build(setup.adaptive_spec, setup.adaptive_weights)
+
+def train_config(cfg: RunConfig) -> TrainConfig:
+    """cfg.train with replay_mix resolved: as set, "ratio" if replay_ratio is set, else DEFAULT_MIX's choice."""
+    t = cfg.train
+    if t.replay_mix is not None or t.replay_ratio is not None:
+        return replace(t, replay_mix=t.mix_rule)
+    return replace(t, replay_mix=DEFAULT_MIX.get(cfg.data.protocol, "pellegrini"))
+
+
+def adaptive_module(cfg: RunConfig, setup: Setup) -> SpecModule:
+    """A fresh trainable copy of the setup's adaptive stage; with train.batch_renorm, batch renormalization after
+    each trainable conv, its statistics from the first experience's latents (the same function at deployment)."""
+    spec, weights = setup.adaptive_spec, setup.adaptive_weights
+    if cfg.train.batch_renorm:
+        first = setup.scenario.train[0]
+        spec, weights = insert_batch_renorm(spec, weights, setup.cache(first.x, first.ids))
+    return build(spec, weights)
 
 
 def new_memory(cfg: RunConfig, setup: Setup, capacity: int, shape: tuple[int, ...],
@@ -46,19 +67,19 @@ def new_memory(cfg: RunConfig, setup: Setup, capacity: int, shape: tuple[int, ..
 
 def naive(cfg: RunConfig, setup: Setup) -> Learner:
     """Fine-tuning on the new data only (the lower bound)."""
-    return Learner(setup.cache, adaptive_module(setup), cfg.train, seed=cfg.seed)
+    return Learner(setup.cache, adaptive_module(cfg, setup), train_config(cfg), seed=cfg.seed)
 
 
 def joint(cfg: RunConfig, setup: Setup) -> Learner:
     """Every latent kept in float32 and trained on at each experience (the upper bound)."""
-    return Joint(setup.cache, adaptive_module(setup), cfg.train, seed=cfg.seed)
+    return Joint(setup.cache, adaptive_module(cfg, setup), train_config(cfg), seed=cfg.seed)
 
 
 def latent_replay(cfg: RunConfig, setup: Setup) -> Learner:
     """cfg.memory.capacity latents at cfg.memory.bits, inserted by cfg.memory.policy."""
     memory = new_memory(cfg, setup, cfg.memory.capacity, setup.split.latent_shape)
-    return LatentReplay(setup.cache, adaptive_module(setup), cfg.train, memory=memory, policy=cfg.memory.policy,
-                        seed=cfg.seed)
+    return LatentReplay(setup.cache, adaptive_module(cfg, setup), train_config(cfg), memory=memory,
+                        policy=cfg.memory.policy, seed=cfg.seed)
 
 
 def raw_replay(cfg: RunConfig, setup: Setup) -> Learner:
@@ -69,7 +90,8 @@ def raw_replay(cfg: RunConfig, setup: Setup) -> Learner:
                                     n_classes=n_classes)
     capacity = ReplayMemory.capacity_for(budget, shape, RAW_BITS, granularity=m.granularity, n_classes=n_classes)
     memory = new_memory(cfg, setup, capacity, shape, RAW_BITS)
-    return RawReplay(setup.cache, adaptive_module(setup), cfg.train, memory=memory, policy=m.policy, seed=cfg.seed)
+    return RawReplay(setup.cache, adaptive_module(cfg, setup), train_config(cfg), memory=memory, policy=m.policy,
+                     seed=cfg.seed)
 
 
 def distilled_replay(cfg: RunConfig, setup: Setup) -> Learner:
@@ -78,8 +100,11 @@ def distilled_replay(cfg: RunConfig, setup: Setup) -> Learner:
     def memory(capacity: int, shape: tuple[int, ...]) -> ReplayMemory:
         return new_memory(cfg, setup, capacity, shape)
 
-    return DistilledReplay(setup.cache, adaptive_module(setup), cfg.train, distill=cfg.distill, growth=cfg.growth,
-                           new_memory=memory, model_spec=setup.spec, seed=cfg.seed)
+    if cfg.train.cwr and (cfg.growth.policy != "none" or cfg.growth.start_factor != 1.0):
+        raise ConfigError("train.cwr keeps one consolidated row per class of a fixed head; growth changes the head: "
+                          "set growth.policy = \"none\" (and growth.start_factor = 1) or train.cwr = false")
+    return DistilledReplay(setup.cache, adaptive_module(cfg, setup), train_config(cfg), distill=cfg.distill,
+                           growth=cfg.growth, new_memory=memory, model_spec=setup.spec, seed=cfg.seed)
 
 
 STRATEGIES: dict[str, Factory] = {

@@ -172,8 +172,25 @@ VEGA = Target(
     },
 )
 
+# tinycl's own C runtime on a Cortex-M4F: instructions per MAC MEASURED under QEMU mps2-an386 (-icount, exact
+# instruction counts; benchmarks/m4f_kernels.py, docs/firmware.md), turned into cycles with the Cortex-M4 TRM's
+# timings (ASSUMED: vfma.f32 3 cycles, vldr 2, others 1, no flash wait states): pointwise forward 1.85 instr/MAC
+# + 2 (vfma) + 0.5 (8 loads per 16 MACs) = 4.35 cycles/MAC; weight/input gradient 1.97 / 1.88 + 2.5 = 4.4
+_TCL_M4F_RATES = (0.23, 0.22, 0.07)
+_TCL_M4F_SOURCES = {
+    "fwd_macs_per_cycle": "measured 1.85 instructions/MAC (tinycl pointwise forward, QEMU mps2-an386, "
+                          "benchmarks/m4f_kernels.py) + assumed Cortex-M4 TRM timings (vfma 3, vldr 2 cycles) "
+                          "-> 4.35 cycles/MAC",
+    "bwd_macs_per_cycle": "measured 1.88-1.97 instructions/MAC (tinycl pointwise weight/input gradient, QEMU) + "
+                          "assumed TRM timings -> 4.4 cycles/MAC",
+    "int8_macs_per_cycle": "measured 12.9 instructions/MAC (tinycl's plain-C int8 conv2d, no SMLAD; QEMU) x an "
+                           "assumed 1.1 cycles per instruction -> 0.07 MAC/cycle",
+}
+
+
 def _cortex_m4f(name: str, title: str, mhz: float, sleep_w: float, sram: tuple[int, str], flash: tuple[int, str],
-                external: tuple[Tier, ...], sources: dict[str, str]) -> Target:
+                external: tuple[Tier, ...], sources: dict[str, str],
+                rates: tuple[float, float, float] = (0.12, 0.12, 0.5)) -> Target:
     """A Cortex-M4F part: one core at `mhz`, PULP-TrainLib's fp32 and CMSIS-NN-class int8 rates, 100 uA/MHz at
     3.3 V while running, stalls on external memory. sram: (KiB, source); flash: (MiB, source); external: its
     off-chip tiers. `sources` cites clock_hz, active_w and sleep_w (and may replace the shared citations)."""
@@ -182,8 +199,9 @@ def _cortex_m4f(name: str, title: str, mhz: float, sleep_w: float, sram: tuple[i
               "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)"}
     tiers = (Tier("SRAM", sram[0] * KiB, _RAM, {"size": sram[1]}),
              Tier("flash", flash[0] * MiB, ("frozen_weights",), {"size": flash[1]}), *external)
-    return Target(name=name, title=title, clock_hz=mhz * 1e6, cores=1, fwd_macs_per_cycle=0.12,
-                  bwd_macs_per_cycle=0.12, int8_macs_per_cycle=0.5, active_w=100e-6 * mhz * 3.3, sleep_w=sleep_w,
+    return Target(name=name, title=title, clock_hz=mhz * 1e6, cores=1, fwd_macs_per_cycle=rates[0],
+                  bwd_macs_per_cycle=rates[1], int8_macs_per_cycle=rates[2], active_w=100e-6 * mhz * 3.3,
+                  sleep_w=sleep_w,
                   dma_overlap=False, tiers=tiers, sources={**shared, **sources})
 
 
@@ -236,9 +254,22 @@ CORTEX_M4F = _cortex_m4f(
     external=(), sources={"clock_hz": "assumption: a mid-range Cortex-M4F part", "cores": "assumption: one core",
                           "active_w": "assumption: 100 uA/MHz at 3.3 V, like the STM32L4 parts",
                           "sleep_w": "assumption: ~5 uA retentive stop mode at 3.3 V",
-                          "dma_overlap": "assumption: no external memory"})
+                          "dma_overlap": "assumption: no external memory", **_TCL_M4F_SOURCES},
+    rates=_TCL_M4F_RATES)
 
-TARGETS: dict[str, Target] = {t.name: t for t in (VEGA, STM32L4, STM32L476, STM32H7, CORTEX_M4F)}
+_QEMU_MPS2 = "QEMU 7.2 hw/arm/mps2.c, machine mps2-an386 (Arm AN386 FPGA image for the MPS2 board)"
+MPS2_AN386 = _cortex_m4f(
+    "mps2-an386", "Arm MPS2 AN386 (Cortex-M4F, 25 MHz, 4 MB SSRAM1 for code, 4 MB SSRAM2/3), as QEMU emulates it",
+    25, 5e-6 * 3.3, sram=(4096, f"{_QEMU_MPS2}: 4 MB ZBT SSRAM2/3 at 0x20000000 (data)"),
+    flash=(4, f"{_QEMU_MPS2}: 4 MB ZBT SSRAM1 at 0x0 (code; the board's 'flash')"), external=(),
+    sources={"clock_hz": f"{_QEMU_MPS2}: 25 MHz system clock", "cores": "one Cortex-M4F",
+             "active_w": "assumption: 100 uA/MHz at 3.3 V, like the STM32L4 parts (the FPGA board's power is not "
+                         "a microcontroller's)",
+             "sleep_w": "assumption: ~5 uA retentive stop mode at 3.3 V",
+             "dma_overlap": "no external memory is used", **_TCL_M4F_SOURCES},
+    rates=_TCL_M4F_RATES)
+
+TARGETS: dict[str, Target] = {t.name: t for t in (VEGA, STM32L4, STM32L476, STM32H7, CORTEX_M4F, MPS2_AN386)}
 
 
 def get_target(name: str) -> Target:

@@ -9,9 +9,11 @@
  *
  * No signed overflow and no implementation-defined right shift: accumulators wrap as uint32 (TFLite's int32
  * wrap-around), and shifts of negative values are written as floor divisions by powers of two. */
-#include <math.h>
-
 #include "internal.h"
+
+#ifndef TCL_NO_DOUBLE
+#include <math.h>
+#endif
 
 static inline int64_t floor_shift(int64_t x, int32_t n) { /* floor(x / 2^n), n in [0, 62] */
     return x >= 0 ? x >> n : -((-x - 1) >> n) - 1;
@@ -43,12 +45,16 @@ static inline int8_t clamp8(int64_t y, const tcl_requant *q) {
 
 static inline int8_t requantize(uint32_t acc, const tcl_requant *q, int32_t c) {
     const int32_t a = wrap32(acc);
+#ifndef TCL_NO_DOUBLE
+    /* LiteRT's reference FULLY_CONNECTED only; firmware builds (-DTCL_NO_DOUBLE, tinycl export) leave it out, so no
+     * double-precision arithmetic reaches a device without a double FPU */
     if (q->real_scale) { /* round(acc * scale) in double, ties away from zero; bounded before the cast */
         double v = (double)a * q->real_scale[c];
         v = v >= 0.0 ? floor(v + 0.5) : -floor(-v + 0.5);
         v = v > 1e6 ? 1e6 : (v < -1e6 ? -1e6 : v); /* far outside any int8 clamp: the result is the same */
         return clamp8((int64_t)v + q->out_zero, q);
     }
+#endif
     const int32_t y = tcl_multiply_by_quantized_multiplier(a, q->multiplier[c], q->shift[c], q->ties);
     return clamp8((int64_t)y + q->out_zero, q);
 }

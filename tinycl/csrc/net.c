@@ -18,6 +18,7 @@ static int32_t weight_size(const tcl_layer *l) {
     case TCL_OP_DEPTHWISE: return s->c_out * s->k_h * s->k_w;
     case TCL_OP_POINTWISE: return s->c_out * s->c_in;
     case TCL_OP_LINEAR: return s->c_out * in_size(l);
+    case TCL_OP_BATCHRENORM: return s->c_out;
     default: return 0;
     }
 }
@@ -34,6 +35,9 @@ static void forward_layer(const tcl_net *net, const tcl_layer *l) {
     case TCL_OP_GLOBAL_AVGPOOL: tcl_global_avgpool_forward(l->shape.c_in, l->shape.h_in * l->shape.w_in, x, y);
         break;
     case TCL_OP_ACTIVATION: tcl_activation_forward(l->act, out_size(l), x, y); return;
+    case TCL_OP_BATCHRENORM:
+        tcl_batchrenorm_forward(l->shape.c_in, l->shape.h_in * l->shape.w_in, x, w, b, at(net, l->stats), y);
+        break;
     default: return;
     }
     tcl_activation_forward(l->act, out_size(l), y, y);
@@ -66,6 +70,12 @@ static void backward_layer(const tcl_net *net, const tcl_layer *l) {
         break;
     case TCL_OP_AVGPOOL:
         if (l->input_grad) tcl_avgpool_input_grad(&l->shape, dy, dx);
+        break;
+    case TCL_OP_BATCHRENORM:
+        tcl_batchrenorm_weight_grad(l->shape.c_in, l->shape.h_in * l->shape.w_in, x, dy, at(net, l->stats), dw, db);
+        if (l->input_grad)
+            tcl_batchrenorm_input_grad(l->shape.c_in, l->shape.h_in * l->shape.w_in, dy, x, w, at(net, l->stats),
+                                       at(net, l->sums), dx);
         break;
     case TCL_OP_GLOBAL_AVGPOOL:
         if (l->input_grad) tcl_global_avgpool_input_grad(l->shape.c_in, l->shape.h_in * l->shape.w_in, dy, dx);

@@ -60,6 +60,22 @@ void tcl_global_avgpool_input_grad(int32_t c, int32_t hw, const float *dy, float
 void tcl_activation_forward(int32_t act, int32_t n, const float *x, float *y);
 void tcl_activation_input_grad(int32_t act, int32_t n, const float *y, const float *dy, float *dx);
 
+/* Batch renormalization (batchrenorm.c) of one CHW sample (c channels of hw values); w, b: gamma, beta (c each).
+ * stats (4 x c): per channel mean_B, sigma_B = sqrt(var_B + eps), r, d (eval mode: running mean,
+ * sqrt(running var + eps), 1, 0); y = w * ((x - mean_B) / sigma_B * r + d) + b.
+ * sums (2 x c): the batch means (over samples and positions) of dy and of dy * (x - mean_B) / sigma_B; the input
+ * gradient is dx = w r / sigma_B * (dy - sums[0] - xn * sums[1]); sums = NULL: statistics held constant.
+ * moments accumulates per channel sum(x) and sum(x^2) (2 x c), grad_sums sum(dy) and sum(dy * xn) (2 x c). */
+void tcl_batchrenorm_forward(int32_t c, int32_t hw, const float *x, const float *w, const float *b,
+                             const float *stats, float *y);
+void tcl_batchrenorm_weight_grad(int32_t c, int32_t hw, const float *x, const float *dy, const float *stats,
+                                 float *dw, float *db);
+void tcl_batchrenorm_input_grad(int32_t c, int32_t hw, const float *dy, const float *x, const float *w,
+                                const float *stats, const float *sums, float *dx);
+void tcl_batchrenorm_moments(int32_t c, int32_t hw, const float *x, float *sums);
+void tcl_batchrenorm_grad_sums(int32_t c, int32_t hw, const float *dy, const float *x, const float *stats,
+                               float *sums);
+
 /* ---- loss and optimizer (loss.c, sgd.c) --------------------------------------------------------------- */
 /* Softmax cross-entropy of one sample: returns -log softmax(z)[label]; writes dz = (softmax(z) - onehot) * scale
  * (scale = 1 / batch size gives the gradient of the batch mean). */
@@ -120,7 +136,8 @@ enum {
     TCL_OP_LINEAR = 4,
     TCL_OP_AVGPOOL = 5,
     TCL_OP_GLOBAL_AVGPOOL = 6,
-    TCL_OP_ACTIVATION = 7 /* a standalone relu/relu6 layer (act says which) */
+    TCL_OP_ACTIVATION = 7, /* a standalone relu/relu6 layer (act says which) */
+    TCL_OP_BATCHRENORM = 8 /* batch renormalization: w, b = gamma, beta; stats, sums as above */
 };
 
 /* One layer of the adaptive stage. Tensor fields are offsets in floats into the arena; -1 means absent. */
@@ -132,6 +149,7 @@ typedef struct {
     int32_t x, y, dx, dy;   /* input, output and their gradients */
     int32_t w, b, dw, db;   /* parameters and their gradients (summed over the mini-batch) */
     int32_t vw, vb;         /* momentum buffers */
+    int32_t stats, sums;    /* TCL_OP_BATCHRENORM: its 4 x c statistics and 2 x c batch sums (-1: none) */
 } tcl_layer;
 
 typedef struct {
@@ -153,5 +171,31 @@ void tcl_net_sgd_step(const tcl_net *net);
 float tcl_net_train_batch(const tcl_net *net, const float *batch, const int32_t *labels, int32_t n);
 /* Logits (n x classes) of n samples. */
 void tcl_net_predict(const tcl_net *net, const float *batch, int32_t n, float *logits);
+
+/* ---- portable math, random numbers, checksums and replay quantization (mathf.c, rng.c, crc32.c, quantize.c) -- */
+/* expf / logf from IEEE single-precision arithmetic only: the same bits on every FPU and C library. */
+float tcl_expf(float x);
+float tcl_logf(float x);
+
+/* xoshiro128**; tinycl/device/rng.py is the same generator, used by the learner in device mode. */
+typedef struct {
+    uint32_t s[4];
+} tcl_rng;
+void tcl_rng_seed(tcl_rng *rng, uint32_t seed);
+uint32_t tcl_rng_next(tcl_rng *rng);
+/* Uniform in [0, n), n >= 1, without modulo bias (rejection). */
+uint32_t tcl_rng_below(tcl_rng *rng, uint32_t n);
+/* out = a random permutation of 0..n-1 (Fisher-Yates from the top). */
+void tcl_rng_permutation(tcl_rng *rng, uint16_t *out, int32_t n);
+/* out[0..size) = size distinct values of 0..n-1 in random order (partial Fisher-Yates from the bottom; out holds n). */
+void tcl_rng_sample(tcl_rng *rng, uint16_t *out, int32_t n, int32_t size);
+
+/* zlib's crc32(crc, data, n): start with crc = 0. */
+uint32_t tcl_crc32(uint32_t crc, const uint8_t *data, size_t n);
+
+/* codes[i] = clamp(round_half_away(x[i] / scale[c]) + zero[c], 0, 2^bits - 1), c as in tcl_dequantize_codes; the
+ * float32 operations of tinycl.quant.qparams.quantize. */
+void tcl_quantize_codes(const float *x, size_t count, int32_t bits, int32_t n_chan, int32_t chan_size,
+                        const float *scale, const int32_t *zero, uint8_t *codes);
 
 #endif /* TINYCL_H */

@@ -3,8 +3,9 @@ of a training step, and "device mode" training of an adaptive stage. The frozen 
 `tinycl.device.int8.DeviceIntegerModel` (not imported here: it depends on tinycl.quant)."""
 
 from tinycl.device.arena import ArenaPlan, Schedule, plan_arena, training_schedule
+from tinycl.device.rng import PortableRng
 from tinycl.device.runtime import Library, compile_library, load_library
-from tinycl.device.trainer import DeviceTrainer
+from tinycl.device.trainer import DeviceTrainer, device_predict
 
-__all__ = ["ArenaPlan", "DeviceTrainer", "Library", "Schedule", "compile_library", "load_library", "plan_arena",
-           "training_schedule"]
+__all__ = ["ArenaPlan", "DeviceTrainer", "Library", "PortableRng", "device_predict", "Schedule", "compile_library",
+           "load_library", "plan_arena", "training_schedule"]

@@ -52,14 +52,14 @@ class LayerPlan:
     """One layer as the runtime runs it: its kernel, shapes and tensor names (None where absent)."""
 
     layer: Layer
-    kernel: str  # conv2d | depthwise | pointwise | linear | avgpool | global_avgpool | activation
+    kernel: str  # conv2d | depthwise | pointwise | linear | avgpool | global_avgpool | activation | batchrenorm
     act: str  # fused activation (for kernel "activation": the activation itself)
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     pads: tuple[int, int, int, int]  # top, bottom, left, right
     backward: bool  # a trainable layer at or before this one: run its backward pass
     input_grad: bool  # a trainable layer before this one: compute the gradient of its input
-    tensors: dict  # role (x, y, dx, dy, w, b, dw, db, vw, vb) -> tensor name or None
+    tensors: dict  # role (x, y, dx, dy, w, b, dw, db, vw, vb, stats, sums) -> tensor name or None
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,10 @@ def training_schedule(spec: ModelSpec, momentum: bool = True) -> Schedule:
                 t[f"d{role}"] = new(f"{layer.name}.{key}.grad", n, "param_grad")
                 if momentum:
                     t[f"v{role}"] = new(f"{layer.name}.{key}.momentum", n, "momentum")
+        t["stats"] = t["sums"] = None
+        if OPS[layer.op].state:  # batch renormalization: 4 statistics and 2 batch sums per channel (tinycl.h)
+            t["stats"] = new(f"{layer.name}.stats", 4 * in_shape[0], "param")
+            t["sums"] = new(f"{layer.name}.sums", 2 * in_shape[0], "param")
         act = layer.op if layer.op in ("relu", "relu6") else layer.activation
         if layer.op == "avg_pool2d":
             act = "none"  # as tinycl.model.build: pooling applies no fused activation
@@ -154,7 +158,7 @@ def _ops(plans: list[LayerPlan]) -> tuple[Op, ...]:
 
     ops = [Op("zero grads", (), tuple(n for p in plans for n in names(p, "dw", "db"))),
            Op("load input", (), ("input",))]
-    ops += [Op(f"forward {p.layer.name}", names(p, "x", "w", "b"), names(p, "y")) for p in plans]
+    ops += [Op(f"forward {p.layer.name}", names(p, "x", "w", "b", "stats"), names(p, "y")) for p in plans]
     ops.append(Op("loss", names(plans[-1], "y"), names(plans[-1], "dy")))
     for p in reversed(plans):
         if not p.backward:
@@ -167,8 +171,9 @@ def _ops(plans: list[LayerPlan]) -> tuple[Op, ...]:
             ops.append(Op(f"activation grad {name}", names(p, "y", "dy"), names(p, "dy")))
         if p.layer.has_weights:
             ops.append(Op(f"weight grad {name}", names(p, "x", "dy"), names(p, "dw", "db")))
-        if p.input_grad:
-            ops.append(Op(f"input grad {name}", names(p, "dy", "w"), names(p, "dx")))
+        if p.input_grad:  # batch renormalization's input gradient reads its input and statistics too
+            ops.append(Op(f"input grad {name}", names(p, "dy", "w", "x", "stats", "sums") if p.kernel == "batchrenorm"
+                          else names(p, "dy", "w"), names(p, "dx")))
     ops.append(Op("sgd", tuple(n for p in plans for n in names(p, "w", "b", "dw", "db", "vw", "vb")),
                   tuple(n for p in plans for n in names(p, "w", "b", "vw", "vb"))))
     return tuple(ops)

@@ -19,12 +19,29 @@ from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, TensorQuant
 from tinycl.quant.requant import Requant, prepare
 
-__all__ = ["DeviceIntegerModel"]
+__all__ = ["DeviceIntegerModel", "code_offset", "requant_fields"]
 
 
 
 def _offset(q: TensorQuant) -> int:
     return 128 if q.dtype == "uint8" else 0
+
+
+def code_offset(q: TensorQuant) -> int:
+    """128 for uint8 codes (run as int8 codes shifted by -128), else 0."""
+    return _offset(q)
+
+
+def requant_fields(rec: Requant, in_q: TensorQuant, out_q: TensorQuant, w_offset: int = 0) -> dict:
+    """The tcl_requant fields of `rec` in the shifted int8 domain of codes `in_q` -> `out_q` (arrays as NumPy):
+    a multiplier of exactly 1 becomes (2^30, shift 1) in Q31; all-zero weight zero points become None."""
+    w_zero = None if rec.w_zero is None else (rec.w_zero - w_offset).astype(np.int32)
+    empty = rec.multiplier.size == 0
+    return dict(in_zero=rec.in_zero - _offset(in_q), out_zero=rec.out_zero - _offset(out_q),
+                act_min=rec.act_min - _offset(out_q), act_max=rec.act_max - _offset(out_q), ties=rec.ties,
+                multiplier=np.array([2**30], np.int32) if empty else rec.multiplier,
+                shift=np.array([1], np.int32) if empty else rec.shift,
+                w_zero=w_zero if w_zero is not None and np.any(w_zero) else None, real_scale=rec.real_scale)
 
 
 class DeviceIntegerModel:
@@ -50,15 +67,9 @@ class DeviceIntegerModel:
 
     def _struct(self, rec: Requant, in_q: TensorQuant, out_q: TensorQuant, w_offset: int = 0) -> Struct:
         """The tcl_requant of `rec` in the shifted int8 domain of codes `in_q` -> `out_q`."""
-        w_zero = None if rec.w_zero is None else (rec.w_zero - w_offset).astype(np.int32)
-        empty = rec.multiplier.size == 0  # a multiplier of exactly 1 = (2^30, shift 1) in Q31
-        return self.lib.new(
-            "tcl_requant", in_zero=rec.in_zero - _offset(in_q), out_zero=rec.out_zero - _offset(out_q),
-            act_min=rec.act_min - _offset(out_q), act_max=rec.act_max - _offset(out_q),
-            ties=self.lib.constant(f"TCL_TIES_{rec.ties.upper()}"),
-            multiplier=np.array([2**30], np.int32) if empty else rec.multiplier,
-            shift=np.array([1], np.int32) if empty else rec.shift,
-            w_zero=w_zero if w_zero is not None and np.any(w_zero) else None, real_scale=rec.real_scale)
+        fields = requant_fields(rec, in_q, out_q, w_offset)
+        fields["ties"] = self.lib.constant(f"TCL_TIES_{fields['ties'].upper()}")
+        return self.lib.new("tcl_requant", **fields)
 
     # -- one layer -> a function of one sample's int8 codes (1-D) -------------------------------------------
     def _requantize(self, rec: Requant, in_q: TensorQuant, out_q: TensorQuant):

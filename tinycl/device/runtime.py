@@ -33,12 +33,31 @@ from tinycl.io import atomic_output
 from tinycl.model.ops import pads
 from tinycl.model.spec import Layer, ModelSpec
 
-__all__ = ["CSRC", "HEADER", "WARNING_FLAGS", "SANITIZE_FLAGS", "Library", "Param", "Struct", "compile_library",
-           "conv_shape", "declarations", "ffi", "load_library", "prototypes", "sources"]
+__all__ = ["CSRC", "HEADER", "FP_FLAGS", "WARNING_FLAGS", "SANITIZE_FLAGS", "Library", "Param", "Struct",
+           "compile_library", "conv_shape", "host_fma_flags", "declarations", "ffi", "load_library", "prototypes",
+           "sources"]
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 HEADER = CSRC / "tinycl.h"
 WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+# no contraction of a * b + c into a fused multiply-add unless the source asks for one (fmaf): clang contracts by
+# default, and a contraction one compiler makes and another does not changes the bits (docs/firmware.md)
+FP_FLAGS = ("-ffp-contract=off",)
+
+
+def host_fma_flags() -> tuple[str, ...]:
+    """("-mfma",) on an x86 host whose CPU has FMA: the kernels' fmaf calls become one instruction, as vfma.f32 on a
+    Cortex-M4F; elsewhere () (aarch64 has it always; without it libm's fmaf gives the same, exactly rounded, bits
+    slowly)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64", "i686"):
+        return ()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    return ("-mfma",) if re.search(r"^flags\s*:.*\bfma\b", flags, re.M) else ()
 OPT_FLAGS = ("-O2",)
 SANITIZE_FLAGS = ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                   "-fno-sanitize-recover=undefined")
@@ -68,7 +87,7 @@ def compile_library(flags: tuple[str, ...] | None = None, *, sanitize: bool = Fa
     SANITIZE_FLAGS when `sanitize`), compiling it only if the cache does not hold it yet."""
     cc = _compiler(compiler)
     flags = tuple(flags) if flags is not None else (SANITIZE_FLAGS if sanitize else OPT_FLAGS)
-    command = [cc, *WARNING_FLAGS, *flags, "-fPIC", "-shared"]
+    command = [cc, *WARNING_FLAGS, *FP_FLAGS, *host_fma_flags(), *flags, "-fPIC", "-shared"]
     digest = hashlib.sha256(" ".join(command).encode())
     for path in sources():
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -140,8 +159,10 @@ def conv_shape(spec: ModelSpec, layer: Layer):
 
 
 # -- checked buffers -----------------------------------------------------------------------------------------
-_DTYPES = {"float": np.float32, "double": np.float64, "int8_t": np.int8, "uint8_t": np.uint8, "int32_t": np.int32}
-_NULLABLE = ("b", "db", "bias", "v")  # tinycl.h: biases may be NULL; v = NULL means no momentum
+_DTYPES = {"float": np.float32, "double": np.float64, "int8_t": np.int8, "uint8_t": np.uint8, "int32_t": np.int32,
+           "uint16_t": np.uint16}
+# tinycl.h: biases may be NULL; v = NULL means no momentum; sums = NULL: batch renorm with constant statistics
+_NULLABLE = ("b", "db", "bias", "v", "sums")
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,10 @@ def _size(shape, side: str) -> int:
 def _lengths(name: str, a: dict) -> dict[str, int]:
     """Elements each pointer argument of `name` reads or writes, from its other arguments `a` (by parameter
     name), by tinycl.h's conventions (weights OIHW / (C, 1, kh, kw) / (out, in), codes packed LSB first, ...)."""
+    if "rng" in a:  # the generator's state only; permutation and sample write n values
+        return {"out": a.get("n")}
+    if "data" in a:
+        return {"data": a["n"]}
     if "net" in a:
         net = a["net"]
         first, last = net.layers[0].shape, net.layers[net.n_layers - 1].shape
@@ -185,7 +210,10 @@ def _lengths(name: str, a: dict) -> dict[str, int]:
         end = a.get("start", 0) + a.get("count", 0)
         n_chan = a.get("n_chan", 0)
         return {"codes": a["count"], "packed": -(-end * a["bits"] // 8), "out": a.get("count"), "scale": n_chan,
-                "zero": n_chan}
+                "zero": n_chan, "x": a["count"]}
+    if name.startswith("tcl_batchrenorm_"):  # c channels of hw values; per channel gamma, beta, 4 stats, 2 sums
+        n, c = a["c"] * a["hw"], a["c"]
+        return {"x": n, "y": n, "dx": n, "dy": n, "w": c, "b": c, "dw": c, "db": c, "stats": 4 * c, "sums": 2 * c}
     if "s" in a:
         s = a["s"]
         n_x, n_y, n_b = _size(s, "in"), _size(s, "out"), s.c_out

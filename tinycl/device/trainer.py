@@ -17,8 +17,7 @@ from tinycl.device.runtime import Library, conv_shape, ffi, load_library
 from tinycl.errors import DataError
 from tinycl.model.build import SpecModule
 
-__all__ = ["DeviceTrainer"]
-
+__all__ = ["DeviceTrainer", "device_predict"]
 
 
 class DeviceTrainer:
@@ -39,9 +38,9 @@ class DeviceTrainer:
         self.lib = library or load_library()
         # NaN everywhere: a kernel that read a float the step never wrote would turn the result into NaN
         self.arena = np.full(self.plan.size // 4, np.nan, dtype=np.float32)
-        layers = ffi().new("tcl_layer[]", [self._record(p) for p in self.schedule.layers])
+        layers = ffi().new("tcl_layer[]", [self.layer_record(p) for p in self.schedule.layers])
         self._net = self.lib.new("tcl_net", n_layers=len(layers), layers=layers, arena=self.arena,
-                                 input=self._offset(self.schedule.layers[0].tensors["x"]), momentum=self.momentum)
+                                 input=self.offset(self.schedule.layers[0].tensors["x"]), momentum=self.momentum)
         self.lr, self.weight_decay = lr, weight_decay  # written into the C record before every call
         self.reset_momentum()
         self.n_classes = int(np.prod(self.spec.output_shape()))
@@ -53,7 +52,7 @@ class DeviceTrainer:
         return self.plan.size
 
     # -- arena --------------------------------------------------------------------------------------------
-    def _offset(self, name: str | None) -> int:
+    def offset(self, name: str | None) -> int:
         return -1 if name is None else self.plan.offsets[name] // 4
 
     def view(self, name: str) -> np.ndarray:
@@ -61,9 +60,9 @@ class DeviceTrainer:
         start = self.plan.offsets[name] // 4
         return self.arena[start: start + self.schedule.tensors[name].nbytes // 4]
 
-    def _record(self, p: LayerPlan) -> dict:
+    def layer_record(self, p: LayerPlan) -> dict:
         """The tcl_layer fields of one planned layer; op and activation codes are tinycl.h's enum values."""
-        offsets = {r: self._offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb")}
+        offsets = {r: self.offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb")}
         return dict(op=self.lib.constant(f"TCL_OP_{p.kernel.upper()}"),
                     act=self.lib.constant(f"TCL_ACT_{p.act.upper()}"), backward=int(p.backward),
                     input_grad=int(p.input_grad), shape=conv_shape(self.spec, p.layer)[0], **offsets)
@@ -141,3 +140,14 @@ class DeviceTrainer:
     def __repr__(self) -> str:
         return (f"DeviceTrainer({self.spec.name!r}, lr={self.lr}, momentum={self.momentum}, "
                 f"weight_decay={self.weight_decay}; {self.plan.report()})")
+
+
+def device_predict(module: SpecModule, z: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Labels (N,) int64 of latents z (N, *input_shape) from the C forward pass on `module`'s current weights (the
+    first of equal logits, as the device's argmax). The planned arena is kept on the module and reused."""
+    trainer = getattr(module, "_device_predictor", None)
+    if trainer is None or trainer.spec is not module.spec:
+        trainer = DeviceTrainer(module, lr=0.0)
+        object.__setattr__(module, "_device_predictor", trainer)  # a plain attribute, not a submodule
+    out = [trainer.forward(z[i: i + batch_size]).argmax(1) for i in range(0, len(z), batch_size)]
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from tinycl.data.dataset import to_float
-from tinycl.distill import DistillConfig, distill, embedder_spec
+from tinycl.distill import DistillConfig, distill, embedder_spec, resolve_augment
 from tinycl.errors import ConfigError
 from tinycl.flops import distill_flops, inference_flops
 from tinycl.frozen import LatentCache
@@ -54,12 +55,17 @@ class DistilledReplay(Learner):
         self.initial_widths = {n: widths[n] for n in self.grow_layers}
         cap = max(self.growth_cfg.max_factor, self.growth_cfg.start_factor)
         self.max_widths = {n: math.ceil(w * cap - 1e-9) for n, w in self.initial_widths.items()}
-        if distill.space == "latent":
+        # split at the input (nothing frozen): latents are the (normalised) inputs, so latent space is input space
+        at_input = not encoder.stage.spec.layers
+        self.space = "latent" if at_input else distill.space
+        if self.space == "latent":
             self.sample_shape = tuple(spec.input_shape)
             self.embed_spec = embedder_spec(distill.embedder, spec, self.sample_shape)
         else:
             self.sample_shape = tuple(encoder.stage.spec.input_shape)
             self.embed_spec = embedder_spec(distill.embedder, model_spec, self.sample_shape)
+        self.distill_cfg = replace(distill, augment=resolve_augment(
+            distill.augment, self.sample_shape, "input" if at_input else distill.space))
         self.stores_: list[ReplayMemory] = []  # one Q-bit memory per experience's distilled set
         self.growth_log_: list[dict] = []
         self.distill_log_: list[dict] = []
@@ -67,6 +73,8 @@ class DistilledReplay(Learner):
         self._yr = np.zeros(0, np.int64)
         self._by_class: list[np.ndarray] = []
         self._workspace = 0
+        self._losses: list[float] = []  # training loss of each step of the current training (growth's evidence)
+        self._epochs_run = train.epochs
         if self.growth_cfg.start_factor > 1:
             self._grow(self.growth_cfg.start_factor, experience=-1, reason="start_factor at deployment")
 
@@ -76,8 +84,41 @@ class DistilledReplay(Learner):
         self._load_replay()
 
     def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
-        self._maybe_grow(experience.index, z, experience.y)
         return self._distil(experience, z)
+
+    def _train(self, z_new: np.ndarray, y_new: np.ndarray, lr: float) -> None:
+        """Train (Learner._train), then let the growth policy decide; after a growth, with growth.retrain_epochs,
+        train the wider model again on the same data and decide again (growth.max_factor bounds the loop)."""
+        self._losses, self._epochs_run = [], self.train_cfg.epochs
+        super()._train(z_new, y_new, lr)
+        while self._maybe_grow(self.experiences_seen, z_new, y_new) and self.growth_cfg.retrain_epochs:
+            self._retrain(z_new, y_new, lr)
+
+    def _retrain(self, z: np.ndarray, y: np.ndarray, lr: float) -> None:
+        """growth.retrain_epochs more epochs on the grown model. Their passes are priced at the grown size in
+        their own FLOPs entry (partial_fit prices its entry at the size the experience started with)."""
+        passes, cfg = self.sample_passes, self.train_cfg
+        self.train_cfg = replace(cfg, epochs=self.growth_cfg.retrain_epochs)
+        try:
+            self._losses, self._epochs_run = [], self.train_cfg.epochs
+            super()._train(z, y, lr)
+        finally:
+            self.train_cfg = cfg
+        n, self.sample_passes = self.sample_passes - passes, passes
+        self.flops_.add(self.experiences_seen, self.adaptive.spec, train_samples=n)
+
+    def _step(self, opt, z: np.ndarray, y: np.ndarray) -> float:
+        loss = super()._step(opt, z, y)
+        self._losses.append(float(loss))
+        return loss
+
+    def _loss_curve(self) -> tuple[float, float]:
+        """(mean training loss of the last epoch, its relative fall from the epoch before; nan if one epoch)."""
+        if not self._losses:
+            return float("nan"), float("nan")
+        epochs = [float(np.mean(c)) for c in np.array_split(np.asarray(self._losses), self._epochs_run) if len(c)]
+        drop = (epochs[-2] - epochs[-1]) / epochs[-2] if len(epochs) > 1 and epochs[-2] > 0 else float("nan")
+        return epochs[-1], drop
 
     def _ensure_outputs(self, y: np.ndarray) -> None:
         """Add output units when labels exceed the head (a model deployed with fewer outputs than classes)."""
@@ -97,16 +138,19 @@ class DistilledReplay(Learner):
             return
         parts = [m.read(np.arange(m.size)) for m in self.stores_]
         x, self._yr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        self._zr = self.encoder.stage(x) if self.distill_cfg.space == "input" else x
+        self._zr = self.encoder.stage(x) if self.space == "input" else x
         self._by_class = [np.flatnonzero(self._yr == c) for c in np.unique(self._yr)]
 
     def _replay_size(self) -> int:
         return len(self._yr)
 
+    def _replay_classes(self) -> np.ndarray:
+        return np.unique(self._yr).astype(np.int64)
+
     def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         cls = self.rng.integers(0, len(self._by_class), size=n)
         idx = np.array([self._by_class[c][self.rng.integers(len(self._by_class[c]))] for c in cls], np.int64)
-        if self.distill_cfg.space == "input":  # the device runs every replayed input through the frozen stage
+        if self.space == "input":  # the device runs every replayed input through the frozen stage
             self.frozen_reruns += n
         return self._zr[idx], self._yr[idx]
 
@@ -132,22 +176,25 @@ class DistilledReplay(Learner):
         return widen_all(self.adaptive.spec, get_weights(self.adaptive), factor, self.rng, self.growth_cfg.noise,
                          self.grow_layers, self.max_widths)
 
-    def _maybe_grow(self, index: int, z: np.ndarray, y: np.ndarray) -> None:
+    def _maybe_grow(self, index: int, z: np.ndarray, y: np.ndarray) -> bool:
+        """Ask the policy, grow if it says so, log the decision either way; True if the model grew."""
         def flops_if(factor: float) -> int:
             spec, _, _ = widen_all(self.adaptive.spec, get_weights(self.adaptive), factor, np.random.default_rng(0),
                                    0.0, self.grow_layers, self.max_widths)
             return inference_flops(spec)
 
+        loss, drop = self._loss_curve()
         state = GrowthState(index, self._held_accuracy(z, y), len(np.union1d(y, self._yr)), self._width_factor(),
-                            inference_flops(self.adaptive.spec), flops_if)
+                            inference_flops(self.adaptive.spec), flops_if, loss, drop)
         decision = self.policy(state)
-        entry = {"experience": index, "accuracy_held": state.accuracy, "factor": decision.factor,
-                 "reason": decision.reason}
+        entry = {"experience": index, "accuracy_held": state.accuracy, "loss": loss, "loss_drop": drop,
+                 "factor": decision.factor, "reason": decision.reason}
         if decision.factor > 1:
             entry.update(self._grow(decision.factor, index, decision.reason, log=False))
         else:
             entry["inference_flops"] = state.inference_flops
         self.growth_log_.append(entry)
+        return decision.factor > 1
 
     def _grow(self, factor: float, experience: int, reason: str, log: bool = True) -> dict:
         spec, weights, changes = self._widened(factor)
@@ -162,7 +209,7 @@ class DistilledReplay(Learner):
     def _distil(self, experience: Experience, z: np.ndarray) -> int:
         """Distil this experience's classes into a new Q-bit memory; returns the FLOPs it took."""
         cfg = self.distill_cfg
-        data = z if cfg.space == "latent" else to_float(experience.x)
+        data = z if self.space == "latent" else to_float(experience.x)
         x_syn, y_syn, info = distill(data, experience.y, cfg, self.embed_spec, self.rng)
         memory = self.new_memory(len(y_syn), self.sample_shape)
         memory.write(np.arange(len(y_syn)), x_syn, y_syn)

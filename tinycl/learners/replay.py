@@ -26,6 +26,9 @@ class Joint(Learner):
         self._y.append(experience.y)
         return np.concatenate(self._z), np.concatenate(self._y)
 
+    def _replay_classes(self) -> np.ndarray:
+        return np.unique(np.concatenate(self._y)) if self._y else np.zeros(0, np.int64)
+
     @property
     def replay_stores(self) -> list:
         return [*self._z, *self._y]
@@ -56,6 +59,9 @@ class LatentReplay(Learner):
     def _replay_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         slots = self.rng.choice(self.memory.size, size=n, replace=n > self.memory.size)
         return self.memory.read(slots)
+
+    def _replay_classes(self) -> np.ndarray:
+        return np.unique(self.memory.labels[: self.memory.size]).astype(np.int64)
 
     def _stored(self, experience: Experience, z: np.ndarray) -> np.ndarray:
         return z

@@ -5,6 +5,10 @@
 the layers above the split with dequantized weights (scale * (q - zero_point)), a new head for `n_classes`
 in place of the model's classifier, and no softmax (learners train on logits).
 
+`insert_batch_renorm(spec, weights, latents)` puts a batch renormalization layer after each trainable conv of an
+adaptive stage (TFLite files fold batch norm into the convs) that computes exactly the same function at first:
+its statistics come from the latents given (the first experience's), its affine parameters undo them.
+
 Which layer is the classifier: the last layer with weights when only shape ops (reshape, flatten) and softmax
 follow it; it is replaced by a layer of the same kind with `n_classes` outputs. If the part above the split
 has no such layer (a backbone without classifier, e.g. the embedding extractor, or a split above the
@@ -19,12 +23,13 @@ import numpy as np
 import torch
 
 from tinycl.errors import ConfigError, ModelError
-from tinycl.model.build import build, get_weights
+from tinycl.model.build import build, get_weights, set_weights
+from tinycl.model.ops import BRN_EPS
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.split import Split
 
-__all__ = ["adaptive_stage"]
+__all__ = ["adaptive_stage", "insert_batch_renorm"]
 
 _SHAPE_OPS = ("reshape", "flatten")
 
@@ -89,3 +94,50 @@ def _unique(base: str, taken: set[str]) -> str:
     while name in taken:
         name, k = f"{base}_{k}", k + 1
     return name
+
+
+def insert_batch_renorm(spec: ModelSpec, weights: dict[str, dict[str, np.ndarray]], latents: np.ndarray,
+                        batch_size: int = 256) -> tuple[ModelSpec, dict[str, dict[str, np.ndarray]]]:
+    """(spec, weights) with a batch_renorm layer after every conv2d / depthwise_conv2d except the classifier; the
+    conv's fused activation moves behind it. latents (N, *spec.input_shape) float32: the data its statistics
+    are taken from. In eval mode the new stage computes the old one's function: running mean/var = the conv's
+    output mean and (biased) variance per channel, gamma = sqrt(var + eps), beta = mean."""
+    head = _classifier_index(list(spec.layers))
+    layers, renamed = [], {}
+    for i, ly in enumerate(spec.layers):
+        ly = replace(ly, inputs=tuple(renamed.get(n, n) for n in ly.inputs))
+        if ly.op not in ("conv2d", "depthwise_conv2d") or i == head:
+            layers.append(ly)
+            continue
+        name = _unique(f"{ly.name}/brn", set(spec.names) | {x.name for x in layers})
+        layers += [replace(ly, activation="none"), Layer(name, "batch_renorm", activation=ly.activation)]
+        renamed[ly.name] = name
+    new = spec.with_layers(layers, input_quant=spec.input_quant)
+    module = build(new, {**weights, **{n: _identity(new, n) for n in renamed.values()}}).eval()
+    sums = {n: np.zeros((3, new.output_shape(n)[0])) for n in renamed.values()}
+
+    def step(layer: Layer, ins: list[torch.Tensor]) -> torch.Tensor:
+        if layer.name in sums:  # per-channel count, sum and sum of squares of the conv's output
+            x = ins[0].double().transpose(0, 1).reshape(ins[0].shape[1], -1)
+            sums[layer.name] += np.stack([np.full(len(x), x.shape[1]), x.sum(1).numpy(), (x * x).sum(1).numpy()])
+        return module.run_layer(layer, ins)
+
+    with torch.no_grad():
+        for start in range(0, len(latents), batch_size):
+            new.walk(step, torch.as_tensor(np.asarray(latents[start: start + batch_size], np.float32)))
+    set_weights(module, {n: _undoing(*s) for n, s in sums.items()})
+    return new, get_weights(module)
+
+
+def _identity(spec: ModelSpec, name: str) -> dict[str, np.ndarray]:
+    c = spec.output_shape(name)[0]
+    ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
+    return {"weight": ones, "bias": zeros, "running_mean": zeros, "running_var": ones - np.float32(BRN_EPS)}
+
+
+def _undoing(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> dict[str, np.ndarray]:
+    """Statistics of one channel set and the affine parameters that undo them (float64 sums in, float32 out)."""
+    mean = total / np.maximum(count, 1)
+    var = np.maximum(squares / np.maximum(count, 1) - mean * mean, 0.0)
+    return {"weight": np.sqrt(var + BRN_EPS).astype(np.float32), "bias": mean.astype(np.float32),
+            "running_mean": mean.astype(np.float32), "running_var": var.astype(np.float32)}

@@ -29,7 +29,13 @@ class SpecModule(nn.Module):
             OPS[layer.op].init(weight, generator)
             holder.weight = nn.Parameter(weight)
             holder.bias = nn.Parameter(torch.zeros(shapes["bias"])) if "bias" in shapes else None
+            for key, (shape, value) in self._state(layer).items():  # running statistics: buffers, not trained
+                holder.register_buffer(key, torch.full(shape, value))
             self.params[layer.name] = holder
+
+    def _state(self, layer: Layer) -> dict:
+        op = OPS[layer.op]
+        return op.state(layer, self.spec.input_shape_of(layer.name)) if op.state else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spec.walk(self.run_layer, x)
@@ -49,12 +55,14 @@ def build(spec: ModelSpec, weights: dict[str, dict[str, np.ndarray]] | None = No
 
 
 def get_weights(module: SpecModule) -> dict[str, dict[str, np.ndarray]]:
-    """Float32 NumPy copies of every layer's parameters: {layer: {"weight": ..., "bias": ...}}."""
+    """Float32 NumPy copies of every layer's parameters and state: {layer: {"weight": ..., "bias": ...,
+    "running_mean": ...}}."""
     out = {}
     for name, p in module.params.items():
         out[name] = {"weight": p.weight.detach().cpu().numpy().copy()}
         if p.bias is not None:
             out[name]["bias"] = p.bias.detach().cpu().numpy().copy()
+        out[name].update({k: b.detach().cpu().numpy().copy() for k, b in p.named_buffers(recurse=False)})
     return out
 
 

@@ -6,7 +6,7 @@ copied unit by its number of copies, so the network computes the same function. 
 ops (activations, pools, pad, flatten) between the widened layer and its consumer widen with it.
 To break the copies' symmetry, `noise` splits a copied unit's outgoing weight unevenly among its copies (the
 shares still sum to the original), so gradients differ between copies while the function stays exactly the same.
-There is no batch-norm op in the layer records; a BN layer would copy its statistics per unit like a depthwise one.
+Batch renormalization layers copy their parameters and running statistics per unit, like a depthwise one.
 
 `add_outputs(spec, weights, n, rng)` adds output units (new classes) to the last layer; old outputs are unchanged.
 Weights are {layer: {"weight": ndarray, "bias": ndarray}}, float32, OIHW / (out, in), as tinycl.model.build uses.

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from tinycl.errors import ModelError
 
-__all__ = ["OpDef", "OPS", "ACTIVATIONS", "pads", "window_counts", "register_op", "activate", "ops_where"]
+__all__ = ["OpDef", "OPS", "ACTIVATIONS", "pads", "window_counts", "register_op", "activate", "ops_where",
+           "BRN_EPS", "BRN_MOMENTUM", "BRN_LIMITS"]
 
 Shape = tuple[int, ...]
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -48,6 +49,8 @@ class OpDef:
     tflite: the TFLite builtin operators imported as this op.
     device: the C training kernel (tinycl.device.arena), "view" (no kernel: same bytes), None: not trainable
       on the device. int8: the C int8 path (tinycl.device.int8) has a kernel.
+    state(layer, input shape) -> {name: (shape, initial value)}: state that is not trained (running statistics),
+      held by the torch module as buffers, saved in state dicts and weights dicts; None: no such state.
     """
 
     name: str
@@ -62,6 +65,7 @@ class OpDef:
     tflite: tuple[str, ...] = ()
     device: str | None = None
     int8: bool = False
+    state: Callable | None = None
 
     def __post_init__(self):
         if self.quant == "input":
@@ -154,6 +158,35 @@ def _max_pool(layer, ins, p):
     return F.max_pool2d(_pad_input(ins[0], layer, float("-inf")), layer.kernel, layer.stride)
 
 
+# Batch renormalization (Ioffe 2017): r_max and d_max as the latent-replay papers use them (DESIGN.md); the
+# learner ramps them up from 1 and 0 (BRN_LIMITS gives the final values), and may set p.r_max / p.d_max.
+BRN_EPS = 1e-5
+BRN_MOMENTUM = 0.01  # update rate of the running statistics: slow, so a few new classes do not drag them
+BRN_LIMITS = (1.25, 0.5)
+
+
+def _batch_renorm(layer, ins, p):
+    """Train mode: y = gamma * ((x - mu_B) / sigma_B * r + d) + beta, r = clip(sigma_B / sigma, 1/r_max, r_max),
+    d = clip((mu_B - mu) / sigma, -d_max, d_max) held constant (no gradient), then the running statistics move
+    by BRN_MOMENTUM towards the batch's (biased variance). Eval mode: the running statistics normalize."""
+    x = ins[0]
+    axes, view = (0, *range(2, x.dim())), (1, -1, *(1,) * (x.dim() - 2))
+    std = torch.sqrt(p.running_var + BRN_EPS)
+    if not p.training:
+        xhat = (x - p.running_mean.view(view)) / std.view(view)
+    else:
+        r_max, d_max = getattr(p, "r_max", BRN_LIMITS[0]), getattr(p, "d_max", BRN_LIMITS[1])
+        mu, var = x.mean(axes), x.var(axes, unbiased=False)
+        sigma = torch.sqrt(var + BRN_EPS)
+        r = (sigma / std).detach().clamp(1 / r_max, r_max)
+        d = ((mu - p.running_mean) / std).detach().clamp(-d_max, d_max)
+        xhat = (x - mu.view(view)) / sigma.view(view) * r.view(view) + d.view(view)
+        with torch.no_grad():
+            p.running_mean += BRN_MOMENTUM * (mu - p.running_mean)
+            p.running_var += BRN_MOMENTUM * (var - p.running_var)
+    return activate(xhat * p.weight.view(view) + p.bias.view(view), layer.activation)
+
+
 def _explicit_pad(layer, ins: list[Shape]) -> Shape:
     if isinstance(layer.padding, str) or len(layer.padding) != 4:
         raise ModelError(f"layer {layer.name!r}: pad needs explicit (top, bottom, left, right) padding")
@@ -172,6 +205,21 @@ def _add_shape(layer, ins: list[Shape]) -> Shape:
     if any(s != ins[0] for s in ins):
         raise ModelError(f"layer {layer.name!r}: add needs equal shapes, got {ins}")
     return ins[0]
+
+
+def _concat_shape(layer, ins: list[Shape]) -> Shape:
+    if any(len(s) != len(ins[0]) or s[1:] != ins[0][1:] for s in ins):
+        raise ModelError(f"layer {layer.name!r}: concat joins channels (axis 0) of equal other dims, got {ins}")
+    return (sum(s[0] for s in ins), *ins[0][1:])
+
+
+def _broadcast_shape(layer, ins: list[Shape]) -> Shape:
+    if all(len(s) == len(ins[0]) for s in ins):
+        try:
+            return tuple(np.broadcast_shapes(*ins))
+        except ValueError:
+            pass
+    raise ModelError(f"layer {layer.name!r}: {layer.op} needs inputs of one rank that broadcast, got {ins}")
 
 
 # -- the table -----------------------------------------------------------------------------------------------
@@ -226,5 +274,15 @@ for _op in (
     OpDef("softmax", _same, lambda ly, ins, p: F.softmax(ins[0], dim=1), quant="softmax", tflite=("SOFTMAX",)),
     # a requantization between integer tensors (to this layer's output quantization): the identity in float
     OpDef("quantize", _same, lambda ly, ins, p: ins[0], tflite=("QUANTIZE",), int8=True),
+    # channels of the outputs named in `inputs`, in order (TFLite CONCATENATION on NHWC's last axis)
+    OpDef("concat", _concat_shape, lambda ly, ins, p: torch.cat(ins, dim=1), quant="input", tflite=("CONCATENATION",)),
+    # elementwise product of the two outputs named in `inputs`, broadcasting (e.g. squeeze-excite: C x 1 x 1)
+    OpDef("mul", _broadcast_shape, lambda ly, ins, p: activate(ins[0] * ins[1], ly.activation), tflite=("MUL",)),
+    # per channel (axis 1) of a CHW or feature input; only in a float adaptive stage (TFLite folds BN into convs)
+    OpDef("batch_renorm", _same, _batch_renorm,
+          weight_shapes=lambda ly, x: {"weight": (x[0],), "bias": (x[0],)},
+          init=lambda w, generator: torch.nn.init.ones_(w), macs=lambda ly, x, y: math.prod(y), units="pass",
+          device="batchrenorm",
+          state=lambda ly, x: {"running_mean": ((x[0],), 0.0), "running_var": ((x[0],), 1.0)}),
 ):
     register_op(_op)

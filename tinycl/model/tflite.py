@@ -12,9 +12,11 @@ the same values in HWC order); other reshapes must not reorder elements.
 Operators map one to one onto layers, except: a leading QUANTIZE of a float input becomes `input_quant`; a
 trailing DEQUANTIZE is dropped (the executor returns dequantized float latents anyway); a MEAN with keep_dims
 becomes `global_avg_pool` + `reshape`; a DEPTHWISE_CONV_2D with depth multiplier M on one input channel is a
-`conv2d` with M filters. Layer names come from the output tensors' names ("MobilenetV1/Conv2d_3/Relu6;..."
+`conv2d` with M filters; the TRANSPOSEs of an NCHW input or output (PyTorch exports) are folded away (the spec is
+CHW already). Layer names come from the output tensors' names ("MobilenetV1/Conv2d_3/Relu6;..."
 -> "Conv2d_3"), made unique. Anything else (ops, dtypes, shapes) raises a one-line ModelError naming the
-operator index, its output tensor and what is supported.
+operator index, its output tensor and what is supported; the file itself is checked first (`_verify`, and
+every tensor's shape, type, buffer and byte size), so a corrupt file is one line too, never a Python internal.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}  # TFLite ActivationFunctionTy
 _OPTIONS = {"CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
             "FULLY_CONNECTED": tflite.FullyConnectedOptions, "AVERAGE_POOL_2D": tflite.Pool2DOptions,
             "MAX_POOL_2D": tflite.Pool2DOptions, "MEAN": tflite.ReducerOptions, "ADD": tflite.AddOptions,
-            "SOFTMAX": tflite.SoftmaxOptions}
+            "SOFTMAX": tflite.SoftmaxOptions, "CONCATENATION": tflite.ConcatenationOptions, "MUL": tflite.MulOptions}
+_NP_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32, "int64": np.int64, "float32": np.float32,
+              "int16": np.int16, "bool": np.bool_, "float16": np.float16}
+_MAX_DIM = 1 << 20  # no real tensor dimension is larger; a bit-flipped one often is
+_NCHW_TO_NHWC, _NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 # last name components that say what an op did rather than which layer it belongs to ("Conv2d_3/Relu6")
 _GENERIC = re.compile(r"^(Relu6?|BiasAdd|Conv2D(_Fold)?|depthwise(_Fold)?|add_fold|AvgPool|MaxPool|Reshape(_\d+)?|"
                       r"Squeeze|Mean|Softmax|Identity|MatMul|Add(V2)?|Pad|FusedBatchNorm\w*|BatchNorm\w*|"
@@ -48,8 +54,9 @@ _GENERIC = re.compile(r"^(Relu6?|BiasAdd|Conv2D(_Fold)?|depthwise(_Fold)?|add_fo
 
 
 def supported_ops() -> tuple[str, ...]:
-    """The TFLite operators the importer reads: those of the op table, and a trailing DEQUANTIZE (dropped)."""
-    return (*(name for op in OPS.values() for name in op.tflite), "DEQUANTIZE")
+    """The TFLite operators the importer reads: those of the op table, a trailing DEQUANTIZE (dropped) and the
+    TRANSPOSEs of an NCHW input or output (folded: the spec is CHW)."""
+    return (*(name for op in OPS.values() for name in op.tflite), "DEQUANTIZE", "TRANSPOSE")
 
 
 @dataclass(frozen=True)
@@ -59,13 +66,16 @@ class TfliteImport:
     `hwc_flattened`: layers whose 1-D output holds a flattened (C, H, W) tensor in CHW order where the TFLite
     tensor holds it in HWC order (a RESHAPE that flattens feature maps); the value is that (C, H, W).
     `output_dequantized`: the file ends in DEQUANTIZE (its output is float32); `input_float`: it starts with
-    a QUANTIZE of a float32 input."""
+    a QUANTIZE of a float32 input; `input_nchw` / `output_nchw`: its input / output is NCHW and a TRANSPOSE to /
+    from NHWC (PyTorch's layout, as PyTorch-to-TFLite converters write it) is folded away."""
 
     model: QuantizedModel
     tensor_of: dict[str, int]
     hwc_flattened: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     output_dequantized: bool = False
     input_float: bool = False
+    input_nchw: bool = False
+    output_nchw: bool = False
 
 
 def load_tflite(path: str | Path) -> QuantizedModel:
@@ -79,14 +89,17 @@ def read_tflite(path: str | Path) -> TfliteImport:
         buf = path.read_bytes()
     except OSError as err:
         raise ModelError(f"cannot read model file {str(path)!r}: {err.strerror or err}") from None
+    importer = None
     try:
         if len(buf) < 8 or not tflite.Model.ModelBufferHasIdentifier(buf, 0):
             raise ModelError(f"{str(path)!r} is not a .tflite file (no 'TFL3' identifier); give a TFLite flatbuffer")
-        return _Importer(buf, path.stem).run()
+        importer = _Importer(buf, path.stem)
+        return importer.run()
     except ModelError:
         raise
-    except Exception as err:  # a flatbuffer with offsets past its end fails anywhere inside the reader
-        raise ModelError(f"{str(path)!r} is truncated or corrupt: {type(err).__name__}: {err}") from None
+    except Exception:  # a flatbuffer with offsets past its end fails anywhere inside the reader
+        raise ModelError(f"{str(path)!r} is truncated or corrupt: an offset or length points outside the file"
+                         f"{importer.where if importer else ''}") from None
 
 
 class _Importer:
@@ -103,6 +116,8 @@ class _Importer:
         self.source: dict[int, str] = {}  # tensor index -> layer name (or "input") that produces it
         self.shape: dict[int, tuple[int, ...]] = {}  # tensor index -> spec shape (CHW / features)
         self.used_names: set[str] = {"input"}
+        self.where = ""  # what is being read, for errors from deep inside the flatbuffer reader
+        self.nchw = [False, False]  # input, output folded from NCHW
 
     # -- tensors ---------------------------------------------------------------------------------------
     def tensor(self, t: int):
@@ -118,6 +133,37 @@ class _Importer:
         tensor = self.tensor(t)
         return tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
 
+    def check_tensors(self) -> None:
+        """Every tensor: a known type, dimensions positive and bounded, its buffer index in range, and a constant
+        buffer's byte size equal to shape x dtype (bit-flipped files LiteRT rejects fail here, with one line)."""
+        n_buffers = self.model.BuffersLength()
+        for t in range(self.graph.TensorsLength()):
+            self.where = f" (tensor {t})"
+            d, name = self.dims(t), self.tname(t)
+            if any(not 0 < v <= _MAX_DIM for v in d) or len(d) > 6:
+                raise ModelError(f"tensor {t} {name!r} has shape {list(d)}: the file is corrupt (dimensions must be "
+                                 f"1..{_MAX_DIM}, at most 6 of them)")
+            if self.dtype(t) not in _NP_DTYPES:
+                raise ModelError(f"tensor {t} {name!r} has an unknown type code {self.tensor(t).Type()}: the file "
+                                 f"is corrupt")
+            b = self.tensor(t).Buffer()
+            if not 0 <= b < n_buffers:
+                raise ModelError(f"tensor {t} {name!r} points at buffer {b} of {n_buffers}: the file is corrupt")
+            size = self.buffer_size(b)
+            need = math.prod(d) * np.dtype(_NP_DTYPES[self.dtype(t)]).itemsize
+            if size and size != need:
+                raise ModelError(f"tensor {t} {name!r} holds {size} bytes, its shape {list(d)} needs {need}: the "
+                                 f"file is truncated or corrupt")
+        self.where = ""
+
+    def buffer_size(self, b: int) -> int:
+        buffer = self.model.Buffers(b)
+        if buffer.Offset() > 1:
+            if buffer.Offset() + buffer.Size() > len(self.buf):
+                raise ModelError(f"buffer {b} lies past the end of the file: the file is truncated or corrupt")
+            return int(buffer.Size())
+        return int(buffer.DataLength())
+
     def data(self, t: int) -> np.ndarray | None:
         """A constant tensor's values with its dtype and shape, or None for activations."""
         tensor = self.tensor(t)
@@ -128,9 +174,8 @@ class _Importer:
             raw = buffer.DataAsNumpy()
         else:
             return None
-        np_dtype = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32, "int64": np.int64,
-                    "float32": np.float32, "int16": np.int16}.get(self.dtype(t))
-        if np_dtype is None:
+        np_dtype = _NP_DTYPES.get(self.dtype(t))
+        if np_dtype is None or np_dtype in (np.bool_, np.float16):
             raise ModelError(f"constant tensor {self.tname(t)!r} has type {self.dtype(t)}; supported: int8, uint8, "
                              f"int32")
         shape = self.dims(t)
@@ -145,6 +190,9 @@ class _Importer:
             raise ModelError(f"tensor {self.tname(t)!r} is not quantized; tinycl runs fully integer models only")
         scale = tuple(float(s) for s in q.ScaleAsNumpy())
         zero = tuple(int(z) for z in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,) * len(scale)
+        if not all(0 < s < math.inf for s in scale) or len(zero) != len(scale):
+            raise ModelError(f"tensor {self.tname(t)!r} has scales {list(scale)[:4]} and {len(zero)} zero points: "
+                             f"scales must be positive and finite, one zero point each")
         return TensorQuant(scale, zero, self.dtype(t), axis=0)
 
     def act_quant(self, t: int, where: str) -> TensorQuant:
@@ -157,22 +205,30 @@ class _Importer:
 
     # -- graph -----------------------------------------------------------------------------------------
     def run(self) -> TfliteImport:
+        _verify(self.model, len(self.buf), "model")
+        self.where = ""
         g = self.graph
         if g.InputsLength() != 1 or g.OutputsLength() != 1:
             raise ModelError(f"model {self.name!r} has {g.InputsLength()} inputs and {g.OutputsLength()} outputs; "
                              f"supported: one of each")
+        self.check_tensors()
         t_in, t_out = g.Inputs(0), g.Outputs(0)
-        self.source[t_in], self.shape[t_in] = "input", self.spec_shape(t_in, "model input")
+        self.source[t_in], self.shape[t_in] = "input", self.input_shape(t_in)
         input_quant, input_float, dequantized = None, False, False
         n_ops = g.OperatorsLength()
         for i in range(n_ops):
             op = g.Operators(i)
+            self.where = f" (operator {i})"
             opname = self.opname(op)
+            self.check_operator(op, i, opname)
             out = op.Outputs(0)
             where = f"operator {i} {opname} (output {self.tname(out)!r})"
             if opname not in supported_ops():
                 raise ModelError(f"{where} is not supported; supported: {', '.join(supported_ops())}")
             x = op.Inputs(0)
+            if opname == "TRANSPOSE":
+                self.transpose(op, where, t_out, i == n_ops - 1 or out != t_out and i == n_ops - 2)
+                continue
             if opname == "QUANTIZE" and x == t_in and self.dtype(x) == "float32":
                 input_float, input_quant = True, self.act_quant(out, where)
                 self.source[out], self.shape[out] = "input", self.shape[x]
@@ -194,7 +250,41 @@ class _Importer:
             raise ModelError(f"model output {self.tname(t_out)!r} is not the last operator's output")
         spec = ModelSpec(self.shape[t_in], tuple(layers), input_quant=input_quant, name=self.name)
         return TfliteImport(QuantizedModel(spec, self.weights), dict(self.tensor_of), dict(self.hwc_flat),
-                            dequantized, input_float)
+                            dequantized, input_float, *self.nchw)
+
+    def check_operator(self, op, i: int, opname: str) -> None:
+        n = self.graph.TensorsLength()
+        ins = [op.Inputs(k) for k in range(op.InputsLength())]
+        outs = [op.Outputs(k) for k in range(op.OutputsLength())]
+        if not outs or not ins or any(not -1 <= t < n for t in ins) or any(not 0 <= t < n for t in outs):
+            raise ModelError(f"operator {i} {opname} reads tensors {ins} and writes {outs} of {n}: the file is "
+                             f"corrupt")
+
+    def input_shape(self, t: int) -> tuple[int, ...]:
+        """The model input's spec shape; an NCHW input that a TRANSPOSE turns into NHWC is CHW already."""
+        g, d = self.graph, self.dims(t)
+        for i in range(g.OperatorsLength()):
+            op = g.Operators(i)
+            if self.opname(op) == "TRANSPOSE" and op.InputsLength() > 1 and op.Inputs(0) == t and len(d) == 4:
+                return d[1:]
+            if self.opname(op) == "QUANTIZE" and op.Inputs(0) == t and len(d) == 4:
+                t = op.Outputs(0)  # a float NCHW input: QUANTIZE, then the TRANSPOSE
+        return self.spec_shape(t, "model input")
+
+    def transpose(self, op, where: str, t_out: int, at_end: bool) -> None:
+        """Fold the layout TRANSPOSE of an NCHW input (perm 0,2,3,1) or output (perm 0,3,1,2): in CHW both are the
+        identity."""
+        x, out = op.Inputs(0), op.Outputs(0)
+        perm = self.data(op.Inputs(1)) if op.InputsLength() > 1 else None
+        perm = [] if perm is None else [int(v) for v in perm.ravel()]
+        if perm == _NCHW_TO_NHWC and self.source.get(x) == "input" and not self.layers:
+            self.nchw[0] = True
+        elif perm == _NHWC_TO_NCHW and x in self.source and at_end and len(self.shape[x]) == 3:
+            self.nchw[1] = True
+        else:
+            raise ModelError(f"{where}: permutation {perm} is not supported; supported: NCHW -> NHWC (0, 2, 3, 1) of "
+                             f"the model input, NHWC -> NCHW (0, 3, 1, 2) of its output")
+        self.source[out], self.shape[out] = self.source[x], self.shape[x]
 
     def opname(self, op) -> str:
         code = self.model.OperatorCodes(op.OpcodeIndex())
@@ -274,6 +364,9 @@ class _Importer:
             layer = Layer(name, "add", activation=self.activation(self.options(op, opname), where), quant=quant)
             self.add(layer, out, out_shape, ins)
             return
+        elif opname in ("CONCATENATION", "MUL"):
+            self.join(op, opname, where, name, quant, out_shape)
+            return
         elif opname == "PAD":
             pads = self.data(op.Inputs(1))
             if pads is None or pads.shape != (4, 2) or pads[0].any() or pads[3].any():
@@ -298,6 +391,30 @@ class _Importer:
         if layer.op == "flatten" and len(in_shape) == 3 and in_shape[0] > 1 and in_shape[1] * in_shape[2] > 1:
             self.hwc_flat[name] = in_shape  # TFLite's tensor holds the map flattened in HWC order
 
+    def join(self, op, opname: str, where: str, name: str, quant: LayerQuant, out_shape) -> None:
+        """CONCATENATION along channels, or MUL of two activations (broadcasting)."""
+        ins, out = [op.Inputs(k) for k in range(op.InputsLength())], op.Outputs(0)
+        for t in ins:
+            if t not in self.source:
+                raise ModelError(f"{where}: reads a constant tensor {self.tname(t)!r}; supported: activations only")
+        opts = self.options(op, opname)
+        act = self.activation(opts, where)
+        if opname == "MUL":
+            if len(ins) != 2 or any(len(self.shape[t]) != len(out_shape) for t in ins):
+                raise ModelError(f"{where}: supported: two activations of the output's rank")
+            self.add(Layer(name, "mul", activation=act, quant=quant), out, out_shape, ins)
+            return
+        rank = len(self.dims(out))
+        if opts.Axis() % rank != rank - 1 or act != "none":
+            raise ModelError(f"{where}: concatenation on axis {opts.Axis()} with activation {act}; supported: the "
+                             f"channel (last) axis, no fused activation")
+        for t in ins:
+            q = self.act_quant(t, where)
+            if (q.scale, q.zero_point) != (quant.output.scale, quant.output.zero_point):
+                raise ModelError(f"{where}: input {self.tname(t)!r} is quantized differently from the output; "
+                                 f"supported: inputs in the output's quantization (TFLite's int8 rule)")
+        self.add(Layer(name, "concat", quant=quant), out, out_shape, ins)
+
     def hwc_marked(self) -> set[int]:
         return {t for t, src in self.source.items() if src in self.hwc_flat}
 
@@ -318,6 +435,10 @@ class _Importer:
         bias = self.data(b_t) if b_t >= 0 else None
         if b_t >= 0 and (bias is None or bias.dtype != np.int32):
             raise ModelError(f"{where}: bias must be a constant int32 tensor, got {self.dtype(b_t)}")
+        n_out = out_shape[0]
+        if bias is not None and bias.shape != (n_out,):
+            raise ModelError(f"{where}: bias {self.tname(b_t)!r} has shape {list(bias.shape)}, the layer has {n_out} "
+                             f"output channels: the file is corrupt")
         opts = self.options(op, opname)
         act = self.activation(opts, where)
         if opname == "FULLY_CONNECTED":
@@ -352,6 +473,10 @@ class _Importer:
         if bias is not None:
             self.weights[name]["bias"] = bias.copy()
         self.add(layer, out, out_shape, [x])
+        want = ModelSpec(self.shape[self.graph.Inputs(0)], tuple(self.layers)).weight_shapes(layer)["weight"]
+        if tuple(w.shape) != tuple(want):
+            raise ModelError(f"{where}: weights {self.tname(w_t)!r} of shape {list(w.shape)} (tinycl's layout) do not "
+                             f"fit its input {in_shape}; expected {list(want)}: the file is corrupt")
 
     def mean(self, op, where, name, quant, in_shape, out_shape) -> None:
         axes = self.data(op.Inputs(1))
@@ -380,6 +505,51 @@ class _Importer:
             return Layer(name, "reshape", shape=out_shape, quant=quant)
         raise ModelError(f"{where}: reshape {in_shape} -> {out_shape} (CHW) reorders elements; supported: flattening, "
                          f"or reshapes that keep the element order")
+
+
+_SKIP = ("GetRootAs", "Init", "BufferHasIdentifier", "IsNone", "AsNumpy", "Length")
+
+
+def _verify(obj, size: int, where: str, depth: int = 0) -> None:
+    """Walk every table, vector and string of the flatbuffer below `obj` through the generated accessors and
+    check what the flatbuffers verifier (which LiteRT runs before anything else) checks: tables 4-byte aligned
+    inside the file, their vtables inside and 2-byte aligned with a sane size, vectors inside the file. A bit flip
+    in a field tinycl never reads (metadata, signatures, names) is thus refused too, naming where it is."""
+    tab = obj._tab
+    pos = tab.Pos
+    vt = pos - int(np.frombuffer(tab.Bytes, np.int32, 1, pos)[0]) if pos % 4 == 0 and pos + 4 <= size else -1
+    vt_size = int(np.frombuffer(tab.Bytes, np.uint16, 1, vt)[0]) if 0 <= vt <= size - 4 and vt % 2 == 0 else 0
+    if vt_size < 4 or vt_size % 2 or vt + vt_size > size or depth > 12:
+        raise ModelError(f"the file is truncated or not a valid flatbuffer: {where} (a table or its vtable is out of "
+                         f"place)")
+    for name in dir(type(obj)):
+        if not name[0].isupper() or name.endswith(_SKIP):
+            continue
+        try:
+            items = _field(obj, name, size)
+        except ModelError:
+            raise
+        except Exception:  # the accessors read past the end
+            raise ModelError(f"the file is truncated or not a valid flatbuffer: {where}.{name} points outside the "
+                             f"file") from None
+        for j, item in enumerate(items):
+            if hasattr(item, "_tab") and type(item).__module__.startswith("tflite."):
+                _verify(item, size, f"{where}.{name}[{j}]", depth + 1)
+
+
+def _field(obj, name: str, size: int) -> list:
+    """The values of field `name` of a flatbuffer table (a vector's entries; [] for numeric vectors, which are only
+    range-checked)."""
+    method = getattr(obj, name)
+    if hasattr(obj, name + "Length"):
+        n = getattr(obj, name + "Length")()
+        if n > size:
+            raise ModelError(f"the file is truncated or not a valid flatbuffer: {name} has {n} entries")
+        if hasattr(obj, name + "AsNumpy"):
+            getattr(obj, name + "AsNumpy")()  # NumPy refuses a range past the end
+            return []
+        return [method(j) for j in range(n)]
+    return [method()] if method.__code__.co_argcount == 1 else []
 
 
 def _padding(code: int) -> str:

@@ -6,7 +6,9 @@ happen to exist. Layers map to one operator each (CHW -> NHWC, OIHW -> OHWI, C1H
 a `global_avg_pool` followed by a reshape to (C, 1, 1) becomes one MEAN with keep_dims; explicit conv padding
 becomes PAD + VALID convolution; a pooling / pad / reshape whose output quantization differs from its input's
 is followed by a QUANTIZE (TFLite requires them equal; the integer executor computes the same); and
-`float_io=True` adds QUANTIZE / DEQUANTIZE around the integer graph, as TFLite's converter does for float I/O.
+`float_io=True` adds QUANTIZE / DEQUANTIZE around the integer graph, as TFLite's converter does for float I/O;
+`nchw=True` makes the input (and a feature-map output) NCHW with a TRANSPOSE to (from) NHWC, as PyTorch-to-TFLite
+converters write them.
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ _TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int8": 9}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
 _OPTION_TYPES = {name: getattr(tflite.BuiltinOptions, name) for name in (
     "Conv2DOptions", "DepthwiseConv2DOptions", "FullyConnectedOptions", "Pool2DOptions", "ReducerOptions",
-    "AddOptions", "SoftmaxOptions", "ReshapeOptions", "PadOptions", "QuantizeOptions", "DequantizeOptions")}
+    "AddOptions", "SoftmaxOptions", "ReshapeOptions", "PadOptions", "QuantizeOptions", "DequantizeOptions",
+    "ConcatenationOptions", "MulOptions", "TransposeOptions")}
 
 
-def write_tflite(qmodel: QuantizedModel, path, *, float_io: bool = False) -> None:
+def write_tflite(qmodel: QuantizedModel, path, *, float_io: bool = False, nchw: bool = False) -> None:
     with open(path, "wb") as f:
-        f.write(to_tflite(qmodel, float_io=float_io))
+        f.write(to_tflite(qmodel, float_io=float_io, nchw=nchw))
 
 
-def to_tflite(qmodel: QuantizedModel, *, float_io: bool = False) -> bytes:
+def to_tflite(qmodel: QuantizedModel, *, float_io: bool = False, nchw: bool = False) -> bytes:
     """The model as TFLite flatbuffer bytes (schema version 3, one subgraph)."""
-    return _Writer(qmodel, float_io).run()
+    return _Writer(qmodel, float_io, nchw).run()
 
 
 def _nhwc(shape: tuple[int, ...]) -> list[int]:
@@ -47,8 +50,8 @@ def _nhwc(shape: tuple[int, ...]) -> list[int]:
 
 
 class _Writer:
-    def __init__(self, qmodel: QuantizedModel, float_io: bool):
-        self.q, self.spec, self.float_io = qmodel, qmodel.spec, float_io
+    def __init__(self, qmodel: QuantizedModel, float_io: bool, nchw: bool = False):
+        self.q, self.spec, self.float_io, self.nchw = qmodel, qmodel.spec, float_io, nchw
         self.b = flatbuffers.Builder(1024)
         self.buffers: list[bytes] = [b""]  # buffer 0 is the empty sentinel
         self.tensors: list[dict] = []
@@ -81,9 +84,15 @@ class _Writer:
         iq = spec.input_quant
         x = self.tensor("input", _nhwc(spec.input_shape), iq.dtype, iq)
         graph_in = x
+        if self.nchw and len(spec.input_shape) == 3:
+            graph_in = self.tensor("input_nchw", [1, *spec.input_shape], iq.dtype, iq)
         if self.float_io:
-            graph_in = self.tensor("input_float", _nhwc(spec.input_shape), "float32")
-            self.op("QUANTIZE", [graph_in], [x])
+            float_in = self.tensor("input_float", self.tensors[graph_in]["shape"], "float32")
+            self.op("QUANTIZE", [float_in], [graph_in])
+        if graph_in != x:
+            self.op("TRANSPOSE", [graph_in, self.const_i32("input/perm", [0, 2, 3, 1])], [x], "TransposeOptions")
+        if self.float_io:
+            graph_in = float_in
         out_of = {"input": x}
         layers = spec.layers
         skip = set()
@@ -116,6 +125,12 @@ class _Writer:
                 skip.add(nxt.name)
                 out_of[nxt.name] = out
         graph_out = out_of[layers[-1].name] if layers else x
+        shape = self.tensors[graph_out]["shape"]
+        if self.nchw and len(shape) == 4:
+            q = self.tensors[graph_out]["quant"]
+            nchw = self.tensor("output_nchw", [1, shape[3], shape[1], shape[2]], q.dtype, q)
+            self.op("TRANSPOSE", [graph_out, self.const_i32("output/perm", [0, 3, 1, 2])], [nchw], "TransposeOptions")
+            graph_out = nchw
         if self.float_io:
             float_out = self.tensor("output_float", self.tensors[graph_out]["shape"], "float32")
             self.op("DEQUANTIZE", [graph_out], [float_out])
@@ -153,6 +168,13 @@ class _Writer:
                     "PadOptions")
         elif op == "add":
             self.op("ADD", ins, [out], "AddOptions", FusedActivationFunction=act)
+        elif op == "mul":
+            self.op("MUL", ins, [out], "MulOptions", FusedActivationFunction=act)
+        elif op == "concat":
+            q = self.tensors[out]["quant"]  # the output's, or its input's when a QUANTIZE follows (same_quant)
+            ins = [self.in_quant(t, q, f"{layer.name}/in{k}") for k, t in enumerate(ins)]
+            self.op("CONCATENATION", ins, [out], "ConcatenationOptions", Axis=len(self.tensors[out]["shape"]) - 1,
+                    FusedActivationFunction=act)
         elif op == "softmax":
             self.op("SOFTMAX", ins, [out], "SoftmaxOptions", Beta=1.0)
         elif op in ("relu", "relu6"):
@@ -161,6 +183,15 @@ class _Writer:
             self.op("QUANTIZE", ins, [out], "QuantizeOptions")
         else:
             raise ModelError(f"layer {layer.name!r}: op {op!r} has no TFLite operator here")
+
+    def in_quant(self, t: int, q: TensorQuant, name: str) -> int:
+        """Tensor t, or a QUANTIZE of it to `q` when its quantization differs (TFLite ops that need it equal)."""
+        have = self.tensors[t]["quant"]
+        if (np.float32(have.scale[0]), have.zero_point[0]) == (np.float32(q.scale[0]), q.zero_point[0]):
+            return t
+        moved = self.tensor(name, self.tensors[t]["shape"], q.dtype, q)
+        self.op("QUANTIZE", [t], [moved], "QuantizeOptions")
+        return moved
 
     def padding(self, layer: Layer, in_shape, allow_explicit: bool):
         """TFLite padding code (SAME=0, VALID=1), or the explicit (t, b, l, r) pads to emit as a PAD."""

@@ -11,11 +11,15 @@ differ only for negative values whose first rounding lands exactly on a half.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import torch
 
 from tinycl.errors import ConfigError
 
-__all__ = ["TIES", "quantize_multiplier", "multiply_by_quantized_multiplier", "round_half_away", "wrap_int32"]
+__all__ = ["TIES", "Float64Multiplier", "quantize_multiplier", "multiply_by_quantized_multiplier", "round_half_away",
+           "wrap_int32"]
 
 TIES = ("away", "up")
 
@@ -62,3 +66,66 @@ def multiply_by_quantized_multiplier(x, q, shift, ties: str = "away") -> np.ndar
         return (high + half) >> right
     # RoundingDivideByPOT: ties away from zero, i.e. a negative tie rounds down
     return (high + half - ((high < 0) & (half > 0))) >> right
+
+
+class Float64Multiplier:
+    """A requantization `clamp(out_zero + multiply_by_quantized_multiplier(x, q, shift), act_min, act_max)` as a
+    few float64 passes over a torch tensor, with the same result.
+
+    The two roundings fold into one: with a = x * 2**left, TFLite computes floor((a q + 2**30) / 2**31), then adds
+    half = 2**(right - 1) (right > 0) and shifts right; floor((floor(u / m) + h) / n) = floor((u + h m) / (m n)),
+    so y = floor(x M + c) with M = q 2**(shift - 31) and c = 2**(-1 - right) + (right > 0) / 2, minus 2**-right
+    where ties go away from zero and a q + 2**30 < 0 (x M < -2**(-1 - right)). The zero point joins c. Every step
+    is exact in float64 while the integer a q + c 2**(31 + right) stays below 2**53: |x| < `limit` = 2**(20 - left)
+    and right <= 12 (else `limit` is 0 and the caller takes the int64 path).
+
+    q, shift: (C,) per channel; away: (C,) bool, the channels whose second rounding breaks ties away from zero;
+    dtype: "int8" | "uint8", the output codes'."""
+
+    def __init__(self, q: np.ndarray, shift: np.ndarray, away: np.ndarray, out_zero: int, act_min: int,
+                 act_max: int, dtype: str):
+        shift = np.asarray(shift, np.int64)
+        left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+        self.limit = float(2.0 ** (20 - left.max())) if right.max() <= 12 else 0.0
+        # outputs are computed as uint8 codes y - qmin (truncation = floor on values >= 0), int8 recovered by xor
+        self.qmin = -128 if dtype == "int8" else 0
+        self.bounds = (act_min - self.qmin, act_max - self.qmin)
+        as_t = lambda v: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))  # noqa: E731
+        self.m = as_t(np.asarray(q, np.float64) * 2.0 ** (shift - 31))
+        offset = 2.0 ** (-1.0 - right) + np.where(right > 0, 0.5, 0.0) + (out_zero - self.qmin)
+        step = np.where(np.asarray(away) & (right > 0), 2.0 ** -right.astype(np.float64), 0.0)
+        self.away = bool(step.any())
+        self.offset, self.step = as_t(offset), as_t(-step)
+        self.threshold = as_t(offset - 2.0 ** (-1.0 - right))  # x M < -2**(-1 - right), offset added
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, ...) float tensor of integers, |x| < limit -> (N, C, ...) int8 / uint8 output codes."""
+        view = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,)
+        t = _SCRATCH.like(x, torch.float64, 0).copy_(x)
+        torch.addcmul(self.offset.view(view), t, self.m.view(view), out=t)
+        if self.away:
+            below = torch.lt(t, self.threshold.view(view), out=_SCRATCH.like(t, torch.float64, 1))
+            t.addcmul_(below, self.step.view(view))
+        y = t.clamp_(*self.bounds).to(torch.uint8)  # t >= 0 here: truncation is floor
+        return y.bitwise_xor_(128).view(torch.int8) if self.qmin else y
+
+
+class _Scratch(threading.local):
+    """Reused float64 work buffers: a new large torch tensor costs a page fault per 4 kB every time (torch's CPU
+    allocator maps and unmaps them), several times the arithmetic on it."""
+
+    def __init__(self):
+        self.buffers: dict[tuple, torch.Tensor] = {}
+
+    def like(self, x: torch.Tensor, dtype: torch.dtype, slot: int) -> torch.Tensor:
+        """A dense tensor of x's shape with x's order of dimensions in memory, over buffer `slot` (its old
+        contents)."""
+        order = sorted(range(x.ndim), key=lambda d: (-x.stride(d), d))  # outermost dimension first
+        buf = self.buffers.get((dtype, slot))
+        if buf is None or buf.numel() < x.numel():
+            buf = self.buffers[(dtype, slot)] = torch.empty(max(x.numel(), 1 << 16), dtype=dtype)
+        dense = buf[: x.numel()].view([x.shape[d] for d in order])
+        return dense.permute(*np.argsort(order).tolist())
+
+
+_SCRATCH = _Scratch()

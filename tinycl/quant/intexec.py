@@ -7,8 +7,10 @@ Every layer computes what the TFLite kernel for its operator computes: int32 acc
 (tests compare both against ai-edge-litert 2.3, every tensor, exactly):
 
 - "optimized" (LiteRT's built-in kernels, `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`): CONV_2D,
-  FULLY_CONNECTED and int8 DEPTHWISE_CONV_2D break second-rounding ties toward +infinity, uint8
-  DEPTHWISE_CONV_2D away from zero; a float input is quantized as x * (1 / scale) rounded to nearest even.
+  FULLY_CONNECTED and int8 DEPTHWISE_CONV_2D break second-rounding ties toward +infinity (int8 depthwise only on
+  whole blocks of 8 channels, int8 MEAN on blocks of 16 channels, requantizing QUANTIZE on blocks of 16 elements:
+  their vector code; the scalar tail breaks them away from zero), uint8 DEPTHWISE_CONV_2D away from zero; a
+  float input is quantized as x * (1 / scale) rounded to nearest even.
 - "reference" (`OpResolverType.BUILTIN_REF`, whose integer kernels TFLite Micro shares): ties away from zero
   everywhere; FULLY_CONNECTED rounds acc * (s_in * s_w / s_out) computed in float64 instead; a float input is
   quantized as x / scale rounded half away from zero.
@@ -19,11 +21,15 @@ records. The kernels are registered in one table, `INTEGER_KERNELS` (op -> facto
 XNNPACK delegate, which a plain `Interpreter(model_path=...)` applies, is not reproduced: its convolutions
 requantize with a float32 scale rounded to nearest even, and its depthwise and pooling kernels differ further.
 
-Speed: convolutions run as torch float32 convolutions when every partial sum provably stays below 2**24 (then
-float32 is exact; checked per layer from the weights), else float64 (exact below 2**53); requantization runs
-vectorised in int64 NumPy. The executor runs imported `.tflite` files and post-training quantized torch models
-(`tinycl.quant.ptq`) alike; layers whose output quantization differs from their input's where TFLite requires
-them equal (pooling, pad, reshape) run in the input's quantization and then requantize, as the exporter
+Speed (same results, fast arithmetic; `benchmarks/intexec_speed.py`): 1x1 convolutions are one int8 x int8 ->
+int32 matrix product (`torch._int_mm`, exact); other convolutions run as torch float32 convolutions on NHWC
+memory when every partial sum provably stays below 2**24 (then float32 is exact; checked per layer from the
+weights), else float64; requantization is a few float64 passes that equal TFLite's two fixed-point roundings
+exactly while the accumulators stay below 2**20 (`tinycl.quant.fixedpoint.Float64Multiplier`; int64 NumPy
+otherwise); the frozen stage runs its inputs in batches sized to the cache, on torch's threads. The executor
+runs imported `.tflite` files and post-training quantized torch models (`tinycl.quant.ptq`) alike; layers whose
+output quantization differs from their input's where TFLite requires them equal (pooling, pad, reshape,
+concatenation) run in the input's quantization and then requantize, as the exporter
 (`tinycl.model.tflite_export`) writes them.
 """
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -48,6 +55,7 @@ from tinycl.quant.requant import ADD_LEFT_SHIFT, KERNELS, Requant, prepare
 __all__ = ["INTEGER_KERNELS", "KERNELS", "IntegerModel", "IntegerFrozenStage", "quantize_input"]
 
 _F32 = np.float32
+BATCH_VALUES = 1 << 21  # values of the largest layer's output per batch, when no batch size is given
 
 
 def _np_dtype(q: TensorQuant):
@@ -85,34 +93,86 @@ class _Weighted:
             w = w - rec.w_zero.astype(np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
         self.layer, self.rec = layer, rec
         x_max = max(abs(in_q.qmin - rec.in_zero), abs(in_q.qmax - rec.in_zero))
-        # every partial sum is bounded by max|x - zx| * sum|w - zw| over one output's taps
-        bound = x_max * np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max()
-        self.dtype = torch.float32 if bound < 2**24 else torch.float64
+        # every partial sum is bounded by max|x - zx| * sum|w - zw| over one output's taps, plus the bias
+        bias = weights["bias"].astype(np.int64) if "bias" in weights else np.zeros(w.shape[0], np.int64)
+        self.bound = float(x_max * np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max() + np.abs(bias).max(initial=0))
+        self.dtype = torch.float32 if self.bound < 2**24 else torch.float64  # float sums are exact below these
         self.w = torch.from_numpy(w.astype(np.float64)).to(self.dtype)
-        self.bias = weights["bias"].astype(np.int64) if "bias" in weights else None
-        # int32 accumulators only wrap around if the sum can leave the int32 range
-        self.may_wrap = bound + (np.abs(self.bias).max() if self.bias is not None and self.bias.size else 0) >= 2**31
+        if self.w.ndim == 4:
+            self.w = self.w.contiguous(memory_format=torch.channels_last)
+        self.bias = torch.from_numpy(bias.astype(np.float64)).to(self.dtype)
+        self.may_wrap = self.bound >= 2**31  # int32 accumulators only wrap if the sum can leave the int32 range
+        pointwise = layer.op == "conv2d" and layer.kernel == (1, 1) and not any(pads(layer, 2, 2) + pads(layer, 3, 3))
+        int8able = np.ptp(w) <= 255 and w.shape[1] <= 4096 and not self.may_wrap  # int32 sums cannot overflow
+        self.gemm = _Int8Gemm(w.reshape(w.shape[:2]), bias, rec.in_zero, in_q.dtype) if pointwise and int8able else None
 
     def __call__(self, ins: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(ins[0]).to(self.dtype) - self.rec.in_zero  # exact: codes are small integers
+        acc = self.accumulate(torch.from_numpy(ins[0]))
+        y = None if self.may_wrap else self.rec.apply_float(acc, self.bound)
+        if y is not None:
+            return y.numpy()
+        acc = acc.numpy().astype(np.int64)  # the float sums are exact integers
+        return self.rec.apply(wrap_int32(acc) if self.may_wrap else acc)
+
+    def accumulate(self, codes: torch.Tensor) -> torch.Tensor:
+        """Input codes (N, ...) -> exact integer accumulators (N, C, ...) including the bias, as floats (int32
+        from the int8 GEMM of a 1x1 convolution)."""
         layer = self.layer
+        if self.gemm is not None:
+            return self.gemm(codes[:, :, :: layer.stride[0], :: layer.stride[1]])
         if layer.op == "linear":
-            acc = (x.reshape(len(x), -1) @ self.w.T).numpy()
-        else:
-            t, b, l, r = pads(layer, x.shape[2], x.shape[3])
-            pad = 0
-            if t == b and l == r:
-                pad = (t, l)
-            else:  # TF SAME on stride 2: the extra row / column goes at the bottom / right
-                x = F.pad(x, (l, r, t, b))  # (x - zx) padded with 0 = TFLite skipping the padded taps
-            groups = x.shape[1] if layer.op == "depthwise_conv2d" else 1
-            acc = F.conv2d(x, self.w, stride=layer.stride, padding=pad, groups=groups).numpy()
-        acc = acc.astype(np.int64)  # the float sums are exact integers
-        if self.bias is not None:
-            acc += self.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
-        if self.may_wrap:
-            acc = wrap_int32(acc)
-        return self.rec.apply(acc)
+            x = codes.reshape(len(codes), -1).to(self.dtype).sub_(self.rec.in_zero)  # exact: small integers
+            return torch.addmm(self.bias, x, self.w.T)
+        # NHWC in memory (channels_last): oneDNN's convolutions run several times faster on it than on NCHW
+        x = codes.to(self.dtype, memory_format=torch.channels_last).sub_(self.rec.in_zero)
+        t, b, l, r = pads(layer, x.shape[2], x.shape[3])
+        pad = 0
+        if t == b and l == r:
+            pad = (t, l)
+        else:  # TF SAME on stride 2: the extra row / column goes at the bottom / right
+            x = F.pad(x, (l, r, t, b)).contiguous(memory_format=torch.channels_last)  # 0 = TFLite skipping the tap
+        groups = x.shape[1] if layer.op == "depthwise_conv2d" else 1
+        return F.conv2d(x, self.w, self.bias, stride=layer.stride, padding=pad, groups=groups)
+
+
+class _Int8Gemm:
+    """A 1x1 convolution as one int8 x int8 -> int32 matrix product (`torch._int_mm`; oneDNN runs it with the
+    CPU's int8 dot-product instructions, ~10x float32's speed here), exact: every term is an integer and the
+    int32 sums cannot overflow (K * 128 * 255 < 2**31 for K < 2**16).
+
+    With x' = x - 128 (uint8 inputs, as int8) or x (int8 inputs) and w8 = the centred weights w - zw when they fit
+    int8, else w - 128 with b = 128 - zw: sum (x - zx)(w - zw) = sum x' w8 + b sum x' + const, const = a sum w8 +
+    K a b + bias (a = 128 - zx, or -zx for int8). The row sums of x' come from one more weight column of ones.
+
+    w: (O, K) int64 weights minus their zero points; bias: (O,) int64."""
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray, in_zero: int, in_dtype: str):
+        k = w.shape[1]
+        self.shift_in = in_dtype == "uint8"
+        a = (128 if self.shift_in else 0) - in_zero
+        fits = w.min() >= -128 and w.max() <= 127
+        # else one offset b moves all weights into int8 (uint8 weights minus one zero point span at most 255)
+        b = np.full(w.shape[0], 0 if fits else int(np.ceil((w.max() + w.min()) / 2)), np.int64)
+        w8 = w - b[:, None]
+        self.extra = bool(b.any())
+        cols = np.concatenate([w8, np.ones((1, k), np.int64)]) if self.extra else w8
+        self.w = torch.from_numpy(cols.T.astype(np.int8).copy())
+        self.b = torch.from_numpy(b.astype(np.int32))
+        self.const = torch.from_numpy((a * w8.sum(axis=1) + k * a * b + bias).astype(np.int32))
+        self.n_out = w.shape[0]
+
+    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) int8 / uint8 codes -> (N, O, H, W) int32 accumulators (NHWC in memory)."""
+        n, k, h, wd = codes.shape
+        x = codes.permute(0, 2, 3, 1).reshape(-1, k)
+        if x.stride() != (k, 1):  # _int_mm reads the strides even of size-1 dimensions, which torch leaves odd
+            x = torch.empty(x.shape, dtype=x.dtype).copy_(x)
+        x = x.bitwise_xor(128).view(torch.int8) if self.shift_in else x  # x - 128 as int8: flip the top bit
+        r = torch._int_mm(x, self.w)
+        acc = r[:, : self.n_out] + self.const
+        if self.extra:
+            acc.addcmul_(r[:, self.n_out:], self.b)
+        return acc.reshape(n, h, wd, self.n_out).permute(0, 3, 1, 2)
 
 
 class _Pool:
@@ -157,6 +217,30 @@ class _Add:
         total = sum(r.apply((x.astype(np.int64) - r.in_zero) << ADD_LEFT_SHIFT)
                     for x, r in zip(ins, self.rec.inputs, strict=True))
         return self.rec.apply(total)
+
+
+class _Concat:
+    """CONCATENATION along channels: each input requantized to the first one's quantization (the record's
+    `inputs`), joined, requantized to the output's (`then`)."""
+
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.rec = rec
+
+    def __call__(self, ins):
+        joined = np.concatenate([_requantize(r, x) for x, r in zip(ins, self.rec.inputs, strict=True)], axis=1)
+        return _requantize(self.rec.then, joined)
+
+
+class _Mul:
+    """MUL: the product of both inputs' centred codes (broadcasting), requantized by the record."""
+
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.rec = rec
+
+    def __call__(self, ins):
+        (a, ra), (b, rb) = zip(ins, self.rec.inputs, strict=True)
+        prod = (a.astype(np.int64) - ra.in_zero) * (b.astype(np.int64) - rb.in_zero)
+        return self.rec.apply(prod)
 
 
 def _libm_expf():
@@ -217,7 +301,8 @@ class _Move:
 # op -> kernel factory (layer, Requant record, QuantizedModel): the one place integer kernels are registered
 INTEGER_KERNELS = {"conv2d": _Weighted, "depthwise_conv2d": _Weighted, "linear": _Weighted, "avg_pool2d": _Pool,
                    "max_pool2d": _Pool, "global_avg_pool": _Mean, "add": _Add, "softmax": _Softmax, "relu": _Move,
-                   "relu6": _Move, "quantize": _Move, "reshape": _Move, "flatten": _Move, "pad": _Move}
+                   "relu6": _Move, "quantize": _Move, "reshape": _Move, "flatten": _Move, "pad": _Move,
+                   "concat": _Concat, "mul": _Mul}
 
 
 # -- the model ---------------------------------------------------------------------------------------------
@@ -251,20 +336,24 @@ class IntegerFrozenStage:
     `upto` (a layer name or index, as tinycl.model.split.Split takes; default: all). Satisfies
     tinycl.frozen.FrozenStage.
 
-    Input: (N, *input_shape). Integer arrays of the model input's dtype (e.g. uint8 images for the MobileNet
-    files) are its codes and go in unchanged; float arrays are quantized with `spec.input_quant` as TFLite's
-    QUANTIZE does. Images must already have the model's size: resize them first (the models' README resizes
-    with PIL's `Image.resize`). `__call__` returns float32 latents, scale * (code - zero_point) of the last
-    frozen layer (what a DEQUANTIZE would give); `codes` returns the integer codes themselves.
+    batch_size: samples run together (default: from BATCH_VALUES). Input: (N, *input_shape). Integer arrays of the
+    model input's dtype (e.g. uint8 images for the MobileNet files) are its codes and go in unchanged; float
+    arrays are quantized with `spec.input_quant` as TFLite's QUANTIZE does. Images must already have the model's
+    size: resize them first (the models' README resizes with PIL's `Image.resize`). `__call__` returns float32
+    latents, scale * (code - zero_point) of the last frozen layer (what a DEQUANTIZE would give); `codes` returns
+    the integer codes themselves.
     """
 
-    def __init__(self, qmodel: QuantizedModel, upto: str | int | None = None, batch_size: int = 64,
+    def __init__(self, qmodel: QuantizedModel, upto: str | int | None = None, batch_size: int | None = None,
                  kernels: str = "optimized"):
         last = len(qmodel.spec.layers) - 1 if upto is None else upto
         self.qmodel = Split.at(qmodel.spec, last).frozen_model(qmodel)
         self.spec: ModelSpec = self.qmodel.spec
         self.model = IntegerModel(self.qmodel, kernels)
-        self.batch_size = batch_size
+        largest = max((math.prod(self.spec.output_shape(n)) for n in self.spec.names), default=1)
+        # default: samples per batch such that the largest layer's float64 work buffer is ~16 MB (cache-sized;
+        # larger batches run slower per sample here, 2x at 224 x 224)
+        self.batch_size = batch_size or max(1, BATCH_VALUES // largest)
         self.nbytes = self.qmodel.nbytes
 
     @property
@@ -288,7 +377,17 @@ class IntegerFrozenStage:
     def codes(self, x: np.ndarray) -> np.ndarray:
         """(N, *input_shape) -> integer codes (N, *latent_shape) of the last frozen layer, in its dtype."""
         x = self.quantize(x)
-        parts = [self.model.run(x[i: i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        batches = [x[i: i + self.batch_size] for i in range(0, len(x), self.batch_size)]
+        cores = torch.get_num_threads()
+        if min(cores, len(batches)) <= 1:
+            parts = [self.model.run(b) for b in batches]
+        else:  # one batch per core, each op on one thread: no barrier per op, which small layers cannot amortise
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(min(cores, len(batches))) as pool:  # torch, NumPy release the GIL
+                    parts = list(pool.map(self.model.run, batches))
+            finally:
+                torch.set_num_threads(cores)
         return np.concatenate(parts) if parts else x[:0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

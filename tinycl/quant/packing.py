@@ -8,7 +8,7 @@ import numpy as np
 
 from tinycl.errors import ConfigError
 
-__all__ = ["packed_nbytes", "pack_codes", "unpack_codes", "write_codes", "read_codes"]
+__all__ = ["packed_nbytes", "pack_codes", "unpack_codes", "write_codes", "read_codes", "read_rows"]
 
 
 def _check(bits: int) -> None:
@@ -64,3 +64,27 @@ def read_codes(buffer: np.ndarray, start: int, count: int, bits: int) -> np.ndar
         return unpack_codes(buffer[lo_byte:hi_byte], bits, count)
     window = np.unpackbits(buffer[lo_byte:hi_byte], bitorder="little")[offset: offset + count * bits]
     return np.packbits(window.reshape(count, bits), axis=1, bitorder="little").ravel()
+
+
+def read_rows(buffer: np.ndarray, rows: np.ndarray, length: int, bits: int) -> np.ndarray:
+    """Codes [r * length, (r + 1) * length) for every r in `rows`, as one (len(rows), length) uint8 array, unpacked
+    in a few NumPy passes for all rows at once (a replayed mini-batch), whatever each row's bit alignment."""
+    _check(bits)
+    rows = np.asarray(rows, dtype=np.int64)
+    if bits == 8:
+        return buffer.reshape(-1)[rows[:, None] * length + np.arange(length)]
+    if length * bits % 8 == 0:  # rows start on byte boundaries: gather their bytes, unpack them as one buffer
+        row_bytes = length * bits // 8
+        gathered = buffer.reshape(-1)[rows[:, None] * row_bytes + np.arange(row_bytes)]
+        if 8 % bits == 0:  # whole codes per byte, least significant first: shift and mask
+            shifts = (bits * np.arange(8 // bits)).astype(np.uint8)
+            return ((gathered[..., None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(len(rows), length)
+        return unpack_codes(gathered.reshape(-1), bits, len(rows) * length).reshape(len(rows), length)
+    start = rows * length * bits  # first bit of each row
+    span = (length * bits + 7) // 8 + 1  # bytes that cover a row at any bit offset
+    idx = np.minimum(start[:, None] // 8 + np.arange(span), len(buffer) - 1)
+    window = np.unpackbits(buffer[idx], axis=1, bitorder="little")  # (n, 8 * span) bits
+    take = (start % 8)[:, None] + np.arange(length * bits)
+    planes = np.take_along_axis(window, take, axis=1).reshape(len(rows), length, bits)
+    return np.packbits(planes, axis=2, bitorder="little")[..., 0]
+

@@ -16,14 +16,22 @@ The rules follow TFLite's Prepare code for the kernel set `kernels` (see `tinycl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
+import torch
 
 from tinycl.errors import ConfigError, ModelError
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec, TensorQuant
-from tinycl.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, round_half_away
+from tinycl.quant.fixedpoint import (
+    Float64Multiplier,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    round_half_away,
+)
 
 __all__ = ["ADD_LEFT_SHIFT", "KERNELS", "Requant", "activation_range", "prepare", "requantize"]
 
@@ -41,9 +49,13 @@ class Requant:
     real_scale[c]) in float64 (half away from zero) instead. Codes are in the tensors' own dtypes (uint8 or int8).
 
     multiplier, shift: (C,) int32 (C = 1 per tensor); empty: a multiplier of exactly 1 (the codes keep their
-    quantization and are only clamped: pooling, data movement). w_zero: (C,) int32 weight zero points, or None
-    (all zero). inputs: ADD only, each input's rescaling to the common scale. then: pooling and data movement,
-    the QUANTIZE to the output's quantization after an op that runs in its input's."""
+    quantization and are only clamped: pooling, data movement). block: when > 0, only values in whole blocks of
+    `block` break ties `ties`, the leftover ones break them away from zero (LiteRT's optimized kernels run whole
+    blocks in vector code and the rest in a scalar loop); block_over: what the blocks count, "channel" (int8
+    depthwise: 8, MEAN: 16) or "element" (one sample's tensor in NHWC order: QUANTIZE, 16). w_zero: (C,) int32
+    weight zero points, or None (all zero). inputs: ADD only, each input's rescaling to the common scale. then:
+    pooling and data movement, the QUANTIZE to the output's quantization after an op that runs in its input's.
+    out_dtype: the output codes' dtype, where a kernel may take the float64 path (`apply_float`)."""
 
     in_zero: int
     out_zero: int
@@ -52,10 +64,52 @@ class Requant:
     multiplier: np.ndarray
     shift: np.ndarray
     ties: str = "away"
+    block: int = 0
+    block_over: str = "channel"
     w_zero: np.ndarray | None = None
     real_scale: np.ndarray | None = None
     inputs: tuple[Requant, ...] = ()
     then: Requant | None = None
+    out_dtype: str = ""
+
+    def _scalar_tail(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """Boolean mask (broadcasting against `shape`, batch first) of the values LiteRT's scalar tail loop
+        requantizes (ties away), or None: the channels past the last whole block, or with block_over="element" the
+        elements past the last whole block of one sample's tensor in TFLite's NHWC order."""
+        if not self.block or len(shape) < 2:
+            return None
+        if self.block_over == "channel":
+            c = shape[1]
+            mask = np.arange(c) >= c - c % self.block
+            return mask.reshape((1, -1) + (1,) * (len(shape) - 2)) if mask.any() else None
+        n = math.prod(shape[1:])
+        nhwc = np.arange(n).reshape(*shape[2:], shape[1])  # element k of the NHWC tensor, laid out as CHW
+        order = np.moveaxis(nhwc, -1, 0)
+        return (order >= n - n % self.block)[None] if n % self.block else None
+
+    @cached_property
+    def _float64(self) -> Float64Multiplier | None:
+        if self.real_scale is not None or not self.multiplier.size or self.block_over != "channel" \
+                or self.out_dtype not in ("int8", "uint8"):
+            return None
+        c = self.multiplier.size
+        away = np.full(c, self.ties == "away")
+        if self.block and c > 1:
+            away |= np.arange(c) >= c - c % self.block
+        return Float64Multiplier(self.multiplier, self.shift, away, self.out_zero, self.act_min, self.act_max,
+                                 self.out_dtype)
+
+    def apply_float(self, acc: torch.Tensor, bound: float | None = None) -> torch.Tensor | None:
+        """`apply` for a torch float tensor (N, C, ...) of exact integer accumulators, in float64 (a few passes
+        instead of int64 NumPy); the output codes as float64 integers. None where that is not provably the same:
+        records that need the int64 path, or |acc| (`bound`, a bound known beforehand, else its maximum) too large
+        for Float64Multiplier. Returns the int8 / uint8 codes."""
+        f = self._float64
+        if f is None or (self.block and self.multiplier.size == 1 and acc.ndim > 1 and acc.shape[1] % self.block):
+            return None
+        if (bound is None or bound >= f.limit) and float(acc.abs().max()) >= f.limit:
+            return None
+        return f(acc)
 
     @property
     def identity(self) -> bool:
@@ -71,6 +125,10 @@ class Requant:
         elif self.multiplier.size:
             y = multiply_by_quantized_multiplier(acc, self.multiplier.reshape(chan), self.shift.reshape(chan),
                                                  self.ties)
+            tail = self._scalar_tail(acc.shape)
+            if tail is not None:
+                away = multiply_by_quantized_multiplier(acc, self.multiplier.reshape(chan), self.shift.reshape(chan))
+                y = np.where(tail, away, y)
         else:
             y = acc
         return np.clip(y + self.out_zero, self.act_min, self.act_max)
@@ -103,14 +161,21 @@ def _keep(q: TensorQuant, act: str = "none") -> Requant:
     return Requant(q.zero_point[0], q.zero_point[0], *activation_range(act, q), empty, empty)
 
 
-def requantize(in_q: TensorQuant, out_q: TensorQuant, act: str = "none", real=None) -> Requant:
+def requantize(in_q: TensorQuant, out_q: TensorQuant, act: str = "none", real=None, ties: str = "away") -> Requant:
     """TFLite QUANTIZE from `in_q` to `out_q` (identity when they agree), or with `real` given a RELU's rescaling
-    by that multiplier, clamped to `act`."""
+    by that multiplier, clamped to `act`; the second rounding breaks ties `ties`."""
     if real is None:
         if (_scale(in_q), in_q.zero_point[0]) == (_scale(out_q), out_q.zero_point[0]):
             return _keep(out_q, act)
         real = float(_scale(in_q)) / float(_scale(out_q))
-    return Requant(in_q.zero_point[0], out_q.zero_point[0], *activation_range(act, out_q), *_fixed(real))
+    block = 16 if ties == "up" else 0  # LiteRT's optimized QUANTIZE: vector code on blocks of 16 elements
+    return Requant(in_q.zero_point[0], out_q.zero_point[0], *activation_range(act, out_q), *_fixed(real), ties,
+                   block, "element")
+
+
+def _quantize_ties(kernels: str) -> str:
+    # LiteRT's optimized requantizing QUANTIZE rounds ties up (in its vector code); the reference one away
+    return "up" if kernels == "optimized" else "away"
 
 
 # -- one record per op kind ----------------------------------------------------------------------------------
@@ -127,19 +192,22 @@ def _weighted(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str
     if kernels == "reference" and layer.op == "linear":  # reference FC: round(acc * scale) in double
         real_scale = float(s_in) * s_w.astype(np.float64) / float(s_out)
     up = kernels == "optimized" and not (layer.op == "depthwise_conv2d" and in_q.dtype == "uint8")
+    block = 8 if up and layer.op == "depthwise_conv2d" else 0  # vector code on blocks of 8 channels
     w_zero = np.broadcast_to(np.asarray(wq.zero_point, np.int32), (n_out,))
     return Requant(in_q.zero_point[0], out_q.zero_point[0], *activation_range(layer.activation, out_q),
-                   *_fixed(real), "up" if up else "away", w_zero.copy() if np.any(w_zero) else None, real_scale)
+                   *_fixed(real), "up" if up else "away", block,
+                   w_zero=w_zero.copy() if np.any(w_zero) else None, real_scale=real_scale, out_dtype=out_q.dtype)
 
 
 def _pool(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
     # TFLite requires pooling's output quantization to equal its input's: run in the input's, then QUANTIZE
-    return replace(_keep(qs[0], layer.activation), then=requantize(qs[0], layer.quant.output))
+    return replace(_keep(qs[0], layer.activation),
+                   then=requantize(qs[0], layer.quant.output, ties=_quantize_ties(kernels)))
 
 
 def _move(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
     """QUANTIZE, and data movement (pad, flatten, reshape) in the input's quantization, then to the output's."""
-    return requantize(qs[0], layer.quant.output)
+    return requantize(qs[0], layer.quant.output, ties=_quantize_ties(kernels))
 
 
 def _relu(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
@@ -161,11 +229,16 @@ def _mean(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) ->
         temp = _F32(in_q.zero_point[0]) * s_in / s_out
         temp = temp + _F32(0.5) if temp > 0 else temp - _F32(0.5)
         m, s = _fixed(float(s_in / (_F32(count) * s_out)))
-        return Requant(0, out_q.zero_point[0] - int(temp), out_q.qmin, out_q.qmax, m, s)
+        return Requant(0, out_q.zero_point[0] - int(temp), out_q.qmin, out_q.qmax, m, s, *_mean_ties(in_q))
     m, s = quantize_multiplier(float(s_in) / float(s_out))
     k = min(count.bit_length() - 1, 32, 31 + int(s))
     m, s = np.array([(int(m) << k) // count], np.int32), np.array([int(s) - k], np.int32)
     return Requant(in_q.zero_point[0], out_q.zero_point[0], out_q.qmin, out_q.qmax, m, s)
+
+
+def _mean_ties(in_q: TensorQuant) -> tuple[str, int]:
+    # LiteRT's optimized int8 MEAN runs blocks of 16 channels in vector code (ties up), the rest in scalar code
+    return ("up", 16) if in_q.dtype == "int8" else ("away", 0)
 
 
 def _add(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
@@ -182,9 +255,34 @@ def _add(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> 
                    *_fixed(twice / (float(1 << ADD_LEFT_SHIFT) * so)), inputs=inputs)
 
 
+def _concat(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
+    """CONCATENATION runs in its first input's quantization (TFLite requires inputs and output equal for int8):
+    every input requantized to it (`inputs`, identities where they agree), joined, then requantized to the
+    output's (`then`), as the exporter writes it (QUANTIZEs before and after)."""
+    ties = _quantize_ties(kernels)
+    inputs = tuple(requantize(q, qs[0], ties=ties) for q in qs)
+    return replace(_keep(qs[0]), inputs=inputs, then=requantize(qs[0], layer.quant.output, ties=ties))
+
+
+def _mul(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
+    """MUL: (x1 - z1)(x2 - z2) requantized by s1 s2 / s_out, computed in float32 as TFLite's Prepare does."""
+    if len(qs) != 2:
+        raise ModelError(f"layer {layer.name!r}: integer mul supports two inputs, got {len(qs)}")
+    out_q = layer.quant.output
+    real = float(_F32(_scale(qs[0]) * _scale(qs[1])) / _scale(out_q))
+    inputs = tuple(_keep(q) for q in qs)
+    return Requant(0, out_q.zero_point[0], *activation_range(layer.activation, out_q), *_fixed(real),
+                   *_mul_ties(kernels), inputs=inputs)
+
+
+def _mul_ties(kernels: str) -> tuple:
+    return ("away", 0, "element")
+
+
 _RULES = {"conv2d": _weighted, "depthwise_conv2d": _weighted, "linear": _weighted, "avg_pool2d": _pool,
           "max_pool2d": _pool, "global_avg_pool": _mean, "add": _add, "relu": _relu, "relu6": _relu,
-          "quantize": _move, "reshape": _move, "flatten": _move, "pad": _move}
+          "quantize": _move, "reshape": _move, "flatten": _move, "pad": _move, "concat": _concat,
+          "mul": _mul}
 
 
 def prepare(qmodel: QuantizedModel, kernels: str = "optimized") -> dict[str, Requant | None]:

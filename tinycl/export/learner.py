@@ -1,0 +1,183 @@
+"""What an exported learner is made of, read off the learner `tinycl run` builds, and every check before any file
+is written: the strategy, memory and training options the C learner implements, the ops the C runtime has
+kernels for, and latents the replay quantizer can take from the device's integer codes.
+
+`DeviceLearner.build(cfg, run_dir=None)` prepares the setup (with pre-deployment training, as `tinycl run`) and
+the learner in device mode (`train.device = true`: the portable random generator and the C training step), and
+with `run_dir` loads the state of a finished run so the device continues where the host left off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from tinycl.config import RunConfig, load_config
+from tinycl.data.dataset import to_float
+from tinycl.device.arena import training_schedule
+from tinycl.errors import ConfigError, ModelError
+from tinycl.frozen import FloatInput
+from tinycl.model.ops import OPS
+from tinycl.quant.intexec import IntegerFrozenStage
+from tinycl.quant.requant import Requant, prepare
+
+__all__ = ["DeviceLearner", "input_codes", "device_config", "unsupported_ops"]
+
+
+def device_config(cfg: RunConfig) -> RunConfig:
+    """cfg in device mode: the learner the firmware repeats step for step."""
+    return replace(cfg, train=replace(cfg.train, device=True))
+
+
+def _integer_stage(stage) -> IntegerFrozenStage:
+    while not isinstance(stage, IntegerFrozenStage):
+        if not hasattr(stage, "stage"):
+            raise ConfigError("tinycl export needs an int8 frozen stage (model.frozen = \"int8\" and a split after "
+                              "at least one layer)")
+        stage = stage.stage
+    return stage
+
+
+def input_codes(stage, x: np.ndarray) -> np.ndarray:
+    """The int8 frozen stage's input codes (N, *input_shape) for data set samples x, through the same feeding the
+    host applies (its wrappers' normalisation `norm`, resizing `pixels` or pixel scaling, then the model's input
+    quantization): what a device's sensor front end hands to tcl_predict / tcl_learn."""
+    while not isinstance(stage, IntegerFrozenStage):
+        if hasattr(stage, "norm"):
+            x = stage.norm(x)
+        elif hasattr(stage, "pixels"):
+            x = stage.pixels(x)
+        elif isinstance(stage, FloatInput):
+            x = to_float(x)
+        stage = _integer_stage(stage) if not hasattr(stage, "stage") else stage.stage
+    return stage.quantize(x)
+
+
+def unsupported_ops(frozen_spec, adaptive_spec) -> list[str]:
+    """'layer (op)' for every layer the C runtime has no kernel for: int8 kernels below the split, fp32 training
+    kernels above it (the op table's `int8` and `device` fields)."""
+    bad = [f"{ly.name} ({ly.op}, frozen)" for ly in frozen_spec.layers if not OPS[ly.op].int8]
+    bad += [f"{ly.name} ({ly.op}, adaptive)" for ly in adaptive_spec.layers if OPS[ly.op].device is None]
+    return bad
+
+
+@dataclass
+class DeviceLearner:
+    """The exported learner's parts. cfg: the run config in device mode; setup, learner: what `tinycl run` builds
+    (learner in device mode, trained state loaded from `run_dir` if given); stage: the int8 frozen stage;
+    records: its requantization records (tinycl.quant.requant.prepare)."""
+
+    cfg: RunConfig
+    setup: object
+    learner: object
+    stage: IntegerFrozenStage
+    records: dict
+
+    @classmethod
+    def build(cls, cfg: RunConfig, run_dir: Path | None = None) -> DeviceLearner:
+        from tinycl.runner import prepare as prepare_setup
+        from tinycl.strategies import make_learner
+
+        if run_dir is not None:
+            cfg = load_config(Path(run_dir) / "config.toml")
+        cfg = device_config(cfg)
+        _check_config(cfg)
+        setup = prepare_setup(cfg)
+        stage = _integer_stage(setup.frozen)
+        bad = unsupported_ops(stage.spec, setup.adaptive_spec)
+        if bad:
+            raise ModelError(f"the C runtime has no kernel for: {', '.join(bad)}")
+        training_schedule(setup.adaptive_spec)  # sequential, trainable: one-line ModelError otherwise
+        learner = make_learner(cfg, setup)
+        if learner.train_cfg.mix_rule not in ("ratio", "pellegrini"):  # resolved by the protocol's default
+            raise ConfigError(f"tinycl export does not support train.replay_mix {learner.train_cfg.mix_rule!r} "
+                              f"(the firmware mixes by ratio or pellegrini): set train.replay_mix or replay_ratio")
+        if run_dir is not None:
+            _load_run(learner, Path(run_dir))
+        records = prepare(stage.qmodel, stage.model.kernels_name)
+        out = cls(cfg, setup, learner, stage, records)
+        out._check_latents()
+        return out
+
+    # -- geometry ------------------------------------------------------------------------------------------
+    @property
+    def memory(self):
+        return self.learner.memory
+
+    @property
+    def latent_quant(self):
+        return self.stage.output_quant
+
+    @property
+    def n_chan(self) -> int:
+        return self.memory.sample_shape[0] if self.memory.granularity == "channel" else 1
+
+    @property
+    def chan_size(self) -> int:
+        return self.memory.values_per_sample // self.n_chan
+
+    @property
+    def max_new(self) -> int:
+        """New samples buffered per experience: the largest experience of the configured stream."""
+        return max(len(e.y) for e in self.setup.scenario.train)
+
+    def _check_latents(self) -> None:
+        last = self.stage.spec.layers[-1]
+        rec: Requant = self.records[last.name]
+        low = rec.then.act_min if rec.then is not None else rec.act_min
+        if low < self.latent_quant.zero_point[0]:
+            raise ConfigError(f"tinycl export needs latents >= 0 (a ReLU or ReLU6 at the split): layer {last.name!r} "
+                              f"can output codes below its zero point")
+        if any(r is not None and r.real_scale is not None for r in self.records.values()):
+            raise ConfigError("the firmware requantizes in integers only; LiteRT's reference FULLY_CONNECTED "
+                              "(float64 real_scale) is not on the device path")
+        if self.setup.scenario.n_classes > 256:
+            raise ConfigError(f"the firmware stores labels as uint8: {self.setup.scenario.n_classes} classes > 256")
+        if max(self.max_new, self.memory.capacity) > 65535:
+            raise ConfigError("the firmware indexes samples with uint16: keep experiences and memory.capacity "
+                              "below 65536")
+
+    def latents_nbytes(self) -> int:
+        return math.prod(self.stage.spec.output_shape()) if self.stage.spec.layers else 0
+
+
+def _check_config(cfg: RunConfig) -> None:
+    """The options the C learner implements (one line naming the first that it does not)."""
+    t, m = cfg.train, cfg.memory
+    problems = []
+    if cfg.strategy != "latent_replay":
+        problems.append(f"strategy {cfg.strategy!r} (the firmware runs latent_replay)")
+    if not 1 <= m.bits <= 8:
+        problems.append(f"memory.bits {m.bits} (the firmware stores 1..8-bit codes)")
+    if m.policy != "nicv2":
+        problems.append(f"memory.policy {m.policy!r} (the firmware inserts by nicv2)")
+    if m.range != "max":
+        problems.append(f"memory.range {m.range!r} (the firmware calibrates by max)")
+    if t.mix_rule not in ("ratio", "pellegrini"):
+        problems.append(f"train.replay_mix {t.mix_rule!r} (the firmware mixes by ratio or pellegrini)")
+    for key, on in (("cwr", t.cwr), ("warmup_steps", t.warmup_steps), ("batch_renorm", t.batch_renorm),
+                    ("clip_norm", t.clip_norm is not None), ("head_lr_factor", t.head_lr_factor != 1.0)):
+        if on:
+            problems.append(f"train.{key}")
+    if cfg.model.frozen != "int8":
+        problems.append("model.frozen fp32 (the firmware's frozen stage is int8)")
+    if problems:
+        raise ConfigError(f"tinycl export does not support {'; '.join(problems)}")
+
+
+def _load_run(learner, run_dir: Path) -> None:
+    """The learner state of a finished run (its checkpoint); a host run's numpy generator state cannot continue on
+    the device, whose draws then start from the run's seed."""
+    import torch
+
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.exists():
+        raise ConfigError(f"--from {run_dir}: no checkpoint.pt there (a directory written by tinycl run --out)")
+    state = torch.load(ckpt, weights_only=False)["learner"]
+    rng = state["rng"]
+    if not (isinstance(rng, dict) and "s" in rng):
+        state = {**state, "rng": learner.rng.state}
+    learner.load_state_dict(state)
