@@ -116,7 +116,8 @@ def random_model(rng: np.random.Generator, dtype: str = "int8", per_channel: boo
             same = rng.random() < 0.7  # mostly in the input's quantization, sometimes a rescaling QUANTIZE after
             q = b.quant_of(b.last()) if same else act_quant(rng, dtype)
             b.append(Layer(name, op, kernel=(k, k), stride=(int(rng.choice([1, 2])),) * 2,
-                           padding=str(rng.choice(["same", "valid"]))), q)
+                           padding=str(rng.choice(["same", "valid"])),
+                           activation=str(rng.choice(["none", "none", "relu", "relu6"]))), q)
         elif op in ("relu", "relu6"):
             b.append(Layer(name, op), act_quant(rng, dtype, float(b.quant_of(b.last()).scale[0])
                                                * 2.0 ** rng.uniform(-1, 1)))

@@ -14,6 +14,7 @@ from conftest import require_shared_model
 
 from tinycl.device.int8 import DeviceIntegerModel
 from tinycl.device.runtime import conv_shape, load_library
+from tinycl.errors import ModelError
 from tinycl.model.build import build, get_weights
 from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.tflite import load_tflite
@@ -268,12 +269,13 @@ def test_fixed_point_multiply_exact(lib, ties):
     assert np.any(other[ok] != want[ok])  # the inputs reach the ties where the two roundings differ
 
 
-def ptq_model(seed: int):
-    """A post-training quantized int8 model (per-channel weights) with every C int8 op."""
+def ptq_model(seed: int, channels: int = 16):
+    """A post-training quantized int8 model (per-channel weights) with every C int8 op; `channels` of its 1x1
+    conv (16: whole vector blocks of LiteRT's optimized kernels everywhere)."""
     spec = ModelSpec((3, 11, 10), (
         Layer("conv", "conv2d", channels=8, kernel=(3, 3), stride=(2, 2), padding="same", activation="relu6"),
         Layer("dw", "depthwise_conv2d", kernel=(3, 3), padding="same", activation="relu"),
-        Layer("pw", "conv2d", channels=12),
+        Layer("pw", "conv2d", channels=channels),
         Layer("avg", "avg_pool2d", kernel=(2, 2), stride=(1, 1), padding="same"),
         Layer("relu", "relu"),
         Layer("max", "max_pool2d", kernel=(3, 3), stride=(2, 2), padding="same"),
@@ -300,6 +302,19 @@ def test_int8_kernels_equal_the_integer_executor(lib, kernels):
         assert got[name].dtype == want[name].dtype
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert len(np.unique(want["head"])) > 4  # the check compares informative codes, not a constant
+
+
+def test_int8_kernels_refuse_what_they_cannot_reproduce_and_run_it_with_reference_kernels(lib):
+    """12 channels: LiteRT's optimized kernels break ties up in 8- and 16-wide vector blocks and away from zero in
+    the rest, one rule a C record cannot hold: refused in one line; TFLite Micro's kernels run it exactly."""
+    qmodel, calib = ptq_model(seed=5, channels=12)
+    with pytest.raises(ModelError, match="'avg': its 12 channels are not a whole number of LiteRT's vector blocks"):
+        DeviceIntegerModel(qmodel, "optimized", library=lib)
+    codes = quantize_input(calib[:6] * 1.5, qmodel.spec.input_quant)
+    want = IntegerModel(qmodel, "reference").run(codes, keep_all=True)
+    got = DeviceIntegerModel(qmodel, "reference", library=lib).run_all(codes)
+    for name in qmodel.spec.names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)

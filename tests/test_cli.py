@@ -45,6 +45,8 @@ def test_missing_and_broken_config(tmp_path, capsys):
 def test_run_and_resume(config, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(config), "--set", "memory.bits=7", "--out", str(out), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "final acc" in table and "latent_replay" in table  # the summary table, as the demo's
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bits"] == 7 and metrics["experiences_done"] == 3
     assert "bits = 7" in (out / "config.toml").read_text()
@@ -57,3 +59,19 @@ def test_console_script_reports_error_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tinycl.cli", "run", str(tmp_path / "x.toml")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_run_and_demo_use_one_thread_by_default_and_say_so(capsys):
+    for command in ("run", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "default 1" in " ".join(capsys.readouterr().out.split())
+
+
+def test_run_shows_progress_and_experiences(config, tmp_path, capsys):
+    assert main(["run", str(config), "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert "experience 3/3" in captured.out and "accuracy on classes seen" in captured.out
+    assert "replay" in captured.out
+    for phase in ("decoding digits", "pre-deployment training", "frozen stage"):
+        assert phase in captured.err  # tqdm bars on stderr: counts and ETA

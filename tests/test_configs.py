@@ -32,6 +32,7 @@ QUICK = {
     "kws_ci": (["data.n_train=2000", "data.n_test=400", "model.pretrain_epochs=5"], 5, "speech_commands"),
     "split_cifar10": (["data.n_train=1500", "data.n_test=300"], 3, "cifar10"),
     "cifar10_mobilenet_qlr": (["data.n_train=1000", "data.n_test=200"], 5, "cifar10"),
+    "cifar10_mobilenet_full": (["data.n_train=1000", "data.n_test=200"], 5, "cifar10"),
 }
 NEEDS_IMAGES = ("core50_nicv2_391", "core50_nicv2_391_mobilenet")  # CORe50's images are not available offline
 

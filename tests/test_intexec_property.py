@@ -16,7 +16,7 @@ from litert_util import assert_every_layer_equals_litert, interpreter
 from qmodel_gen import _Builder, act_quant, full_range_codes, random_model
 
 from tinycl.model.quantized import QuantizedModel
-from tinycl.model.spec import Layer
+from tinycl.model.spec import Layer, TensorQuant
 from tinycl.model.split import Split
 from tinycl.model.tflite import read_tflite
 from tinycl.model.tflite_export import to_tflite
@@ -74,6 +74,31 @@ def test_concatenation_and_mul_equal_litert(tmp_path, dtype, per_channel, seed):
     assert_every_layer_equals_litert(_write(tmp_path, q, f"joins{seed}.tflite"), xs)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_hard_swish_every_code_equals_litert(tmp_path, seed):
+    """All 256 input codes through HARD_SWISH (MobileNet-V3's activation) at random scales and zero points."""
+    rng = np.random.default_rng(seed)
+    dtype = ("int8", "uint8")[seed % 2]
+    b = _Builder(rng, dtype, True, (1, 16, 16))
+    b.append(Layer("h", "hard_swish"), act_quant(rng, dtype, float(b.input_quant.scale[0]) * 2.0 ** rng.uniform(-3, 3)))
+    iq = b.input_quant
+    xs = np.arange(iq.qmin, iq.qmax + 1).reshape(1, 1, 16, 16).astype(np.int8 if dtype == "int8" else np.uint8)
+    assert_every_layer_equals_litert(_write(tmp_path, QuantizedModel(b.spec(), {}), "hs.tflite"), xs)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_logistic_every_code_equals_litert(tmp_path, seed):
+    """All 256 input codes through LOGISTIC (squeeze-excite gates), its output at TFLite's fixed 1/256 scale."""
+    rng = np.random.default_rng(seed)
+    dtype = ("int8", "uint8")[seed % 2]
+    b = _Builder(rng, dtype, True, (1, 16, 16))
+    b.input_quant = act_quant(rng, dtype, 2.0 ** rng.uniform(-8, -1))
+    b.append(Layer("g", "logistic"), TensorQuant((1 / 256,), (-128 if dtype == "int8" else 0,), dtype))
+    iq = b.input_quant
+    xs = np.arange(iq.qmin, iq.qmax + 1).reshape(1, 1, 16, 16).astype(np.int8 if dtype == "int8" else np.uint8)
+    assert_every_layer_equals_litert(_write(tmp_path, QuantizedModel(b.spec(), {}), "lg.tflite"), xs)
+
+
 @pytest.mark.parametrize("float_io", [False, True])
 def test_pytorch_style_nchw_model_imports_and_runs_exactly(tmp_path, float_io):
     """A PyTorch export's form: an NCHW input TRANSPOSEd to NHWC first, the feature-map output TRANSPOSEd back."""
@@ -114,6 +139,8 @@ COMPATIBILITY = (
     ("AVERAGE_POOL_2D, MAX_POOL_2D", "SAME / VALID, strides, in the input's quantization (+ QUANTIZE)", BOTH),
     ("QUANTIZE", "float input (leading); requantizing int8 / uint8 (16-element blocks on optimized)", BOTH),
     ("PAD, RESHAPE, RELU, RELU6, SOFTMAX, DEQUANTIZE (trailing)", "as before this table", BOTH),
+    ("HARD_SWISH", "int8, uint8, any input / output scales TFLite accepts (every input code)", BOTH),
+    ("LOGISTIC", "int8, uint8, output at TFLite's fixed scale 1/256 (every input code)", BOTH),
     ("TRANSPOSE", "folded: NCHW -> NHWC of the input, NHWC -> NCHW of the output", BOTH),
 )
 

@@ -97,7 +97,7 @@ def test_state_dict_round_trip(setup):
 
 def test_run_writes_results_and_resumes_identically(tmp_path, setup):
     full = run_experiment(TINY, tmp_path / "full", setup=setup)
-    for name in ("config.toml", "metrics.json", "accuracy_matrix.csv", "accuracy.png", "checkpoint.pt"):
+    for name in ("config.toml", "metrics.json", "accuracy_matrix.csv", "accuracy.png", "learner/manifest.json"):
         assert (tmp_path / "full" / name).exists()
 
     def stop_after_first(i):

@@ -143,6 +143,12 @@ def test_compare_puts_runs_made_by_hand_in_one_table(reference, tmp_path, capsys
     assert (tmp_path / "cmp" / "results.csv").exists()
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks" / "grids").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_grids_expand_to_valid_trials(path):
+    grid = load_grid(path)
+    assert grid.trials and not [t.error for t in grid.trials if t.error]
+
+
 def test_pareto_front():
     rows = [{"status": "ok", "device_bytes": b, "final_accuracy": a} for b, a in ((10, 0.5), (20, 0.6), (30, 0.55),
                                                                                   (5, 0.4))]

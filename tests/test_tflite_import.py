@@ -290,3 +290,15 @@ def test_zero_scales_and_shapes_are_one_line(tmp_path, field, value, message):
     path = tmp_path / "bad.tflite"
     path.write_bytes(writer.run())
     assert message in _one_line_model_error(path)
+
+
+def test_zero_stride_is_one_line_not_a_zero_division(tmp_path):
+    spec = ModelSpec((3, 6, 6), (Layer("p", "max_pool2d", kernel=(2, 2), stride=(2, 2)),))
+    writer = tflite_export._Writer(random_qmodel(spec, "int8", True), False)
+    emit = writer.op
+    writer.op = lambda name, ins, outs, options=None, **f: emit(
+        name, ins, outs, options, **({**f, "StrideH": 0} if name == "MAX_POOL_2D" else f))
+    path = tmp_path / "stride0.tflite"
+    path.write_bytes(writer.run())
+    message = _one_line_model_error(path)
+    assert "operator 0 MAX_POOL_2D" in message and "window or stride [0, 2]" in message

@@ -1,5 +1,6 @@
 """One experiment from a RunConfig: data -> scenario -> (pre-deployment training) -> frozen stage -> learner
--> accuracy matrix and memory report, written atomically after every experience so a run can resume.
+-> accuracy matrix and memory report, written atomically after every experience with the saved learner
+(OUT/learner/, tinycl.saved) so a run can resume, and be used for prediction or exported, without re-training.
 
     setup = prepare(cfg)                     # shared by every strategy with the same data/model/seed
     learner = make_learner(cfg, setup)       # tinycl.strategies: the one table of strategies
@@ -14,10 +15,12 @@ import csv
 import io
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import tomli_w
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +30,7 @@ from tinycl.data.normalize import Normalization
 from tinycl.data.registry import load_dataset
 from tinycl.errors import ConfigError, TinyclError
 from tinycl.frozen import FloatFrozenStage, FloatInput, FrozenStage, ImageInput, LatentCache
-from tinycl.io import atomic_save, atomic_write_bytes, atomic_write_json
+from tinycl.io import atomic_write_bytes, atomic_write_json, clean_temporaries, recover_dir, run_lock
 from tinycl.learners.base import Learner
 from tinycl.metrics import AccuracyMatrix
 from tinycl.model.build import build, get_weights
@@ -37,11 +40,21 @@ from tinycl.model.zoo import get_model
 from tinycl.protocols import PROTOCOLS
 from tinycl.quant.intexec import IntegerFrozenStage
 from tinycl.quant.ptq import quantize_model
-from tinycl.scenarios import Experience, Scenario, hold_out
-from tinycl.strategies import make_learner
+from tinycl.saved import SavedLearner, save_learner, verify
+from tinycl.scenarios import Experience, Scenario, hold_out, validation_split
+from tinycl.strategies import make_learner, train_config
+
+VALIDATION_SEED = 20260  # draws data.validation's held-out share, independent of the run's seed
 
 __all__ = ["Setup", "NormalizedInput", "prepare", "pretrain", "make_learner", "run_experiment", "evaluate",
-           "with_strategy"]
+           "with_strategy", "load_predictor", "warm_latents", "Bars"]
+
+# progress bars: bars(description, total, unit) -> a context manager with .update(n) (e.g. tqdm); None: silent
+Bars = Callable[[str, int, str], object]
+
+
+def _bar(bars: Bars | None, desc: str, total: int, unit: str):
+    return bars(desc, total, unit) if bars is not None else nullcontext(None)
 
 
 @dataclass
@@ -61,7 +74,7 @@ class Setup:
 
 
 def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
-             seed: int) -> dict:
+             seed: int, bars: Bars | None = None) -> dict:
     """Train the whole float model on the pre-deployment data ("in the cloud"); returns its weights."""
     gen = torch.Generator().manual_seed(seed)
     model = build(spec, generator=gen)
@@ -69,12 +82,15 @@ def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     xt, yt = torch.as_tensor(to_float(x)), torch.as_tensor(y)
     model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(yt), generator=gen).split(batch_size):
-            opt.zero_grad()
-            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-        sched.step()
+    with _bar(bars, "pre-deployment training", epochs, "epoch") as bar:
+        for _ in range(epochs):
+            for idx in torch.randperm(len(yt), generator=gen).split(batch_size):
+                opt.zero_grad()
+                F.cross_entropy(model(xt[idx]), yt[idx]).backward()
+                opt.step()
+            sched.step()
+            if bar is not None:
+                bar.update(1)
     weights = get_weights(model)
     if not all(np.isfinite(a).all() for arrays in weights.values() for a in arrays.values()):
         raise TinyclError(f"pre-deployment training diverged (non-finite weights) at model.pretrain_lr={lr}; "
@@ -82,7 +98,8 @@ def pretrain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: 
     return weights
 
 
-def prepare(cfg: RunConfig, *, dataset: Dataset | None = None, pretrain: bool = True) -> Setup:
+def prepare(cfg: RunConfig, *, dataset: Dataset | None = None, pretrain: bool = True,
+            saved: SavedLearner | None = None, bars: Bars | None = None) -> Setup:
     """The data, scenario, model, split, frozen stage and adaptive stage of `cfg`.
 
     dataset: the data set cfg.data names, already loaded (it is not read again; cfg.data's n_train/n_test subset
@@ -90,9 +107,20 @@ def prepare(cfg: RunConfig, *, dataset: Dataset | None = None, pretrain: bool = 
     enough for shapes, bytes and FLOPs). The pre-deployment data is experience 0 or, with model.pretrain_data =
     "holdout", a share of the training data split off before the stream is cut (`scenarios.hold_out`). The input
     normalisation and a zoo model's int8 frozen stage are fitted on it, as a deployment would be; the frozen stage
-    then runs on the integer executor, as a .tflite model's does."""
+    then runs on the integer executor, as a .tflite model's does.
+    saved: the saved learner of this run (tinycl.saved, e.g. to resume): its frozen stage, normalisation and
+    deployed adaptive stage are taken as they are (no pre-deployment training, no quantization); only the data
+    are read. bars: progress bars for decoding and pre-deployment training (see `Bars`)."""
     rng = np.random.default_rng(cfg.seed)
-    ds = dataset if dataset is not None else load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+    if dataset is not None:
+        ds = dataset
+    else:
+        with _bar(bars, f"decoding {cfg.data.name}", 1, "data set") as bar:
+            ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+            if bar is not None:
+                bar.update(1)
+    if cfg.data.validation:  # the same held-out images for every seed, so settings are compared on one set
+        ds = validation_split(ds, cfg.data.validation, np.random.default_rng(VALIDATION_SEED))
     if cfg.data.n_train or cfg.data.n_test:
         ds = ds.subset(cfg.data.n_train, cfg.data.n_test, rng)
     held = None
@@ -100,14 +128,28 @@ def prepare(cfg: RunConfig, *, dataset: Dataset | None = None, pretrain: bool = 
         ds, held = hold_out(ds, cfg.model.pretrain_share, rng)
     scenario = PROTOCOLS[cfg.data.protocol](ds, rng=rng, config=cfg.data)
     predeploy = held or scenario.train[0]
-    if cfg.model.arch.endswith(".tflite"):
+    if saved is not None:
+        spec, split, frozen, adaptive, norm = _from_saved(cfg, ds, scenario, saved)
+    elif cfg.model.arch.endswith(".tflite"):
         spec, split, frozen, adaptive = _imported(cfg, ds)
         norm = None  # the file's own uint8 input quantization is its preprocessing
     else:
         norm = Normalization.fit(predeploy.x) if cfg.model.normalize == "channel" else None
-        spec, split, frozen, adaptive = _zoo(cfg, ds, predeploy, norm, trained=pretrain)
-    frozen = _fed(frozen, ds, norm)
+        spec, split, frozen, adaptive = _zoo(cfg, ds, predeploy, norm, trained=pretrain, bars=bars)
+    frozen = _fed(frozen, ds.name, ds.sample_shape, norm)
     return Setup(ds, scenario, spec, split, frozen, LatentCache(frozen), *adaptive, norm, held)
+
+
+def _from_saved(cfg: RunConfig, ds: Dataset, scenario: Scenario, saved: SavedLearner):
+    """The model parts of a saved learner, after checking it was made for this data (shape, classes, stream)."""
+    d = saved.data
+    have = (tuple(ds.sample_shape), scenario.n_classes, len(scenario))
+    if (tuple(d["sample_shape"]), d["n_classes"], d["experiences"]) != have:
+        raise ConfigError(f"saved learner {saved.path} was made for samples of shape {tuple(d['sample_shape'])}, "
+                          f"{d['n_classes']} classes, {d['experiences']} experiences; data.{cfg.data.name} now gives "
+                          f"{have[0]}, {have[1]}, {have[2]}: the data changed, start a new --out")
+    spec = saved.spec
+    return spec, Split.at(spec, cfg.model.split), saved.frozen_stage(), saved.deployed(), saved.normalization
 
 
 def _imported(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
@@ -124,8 +166,8 @@ def _imported(cfg: RunConfig, ds: Dataset) -> tuple[ModelSpec, Split, FrozenStag
     return qmodel.spec, split, IntegerFrozenStage(split.frozen_model(qmodel)), adaptive
 
 
-def _zoo(cfg: RunConfig, ds: Dataset, predeploy: Experience, norm: Normalization | None, *, trained: bool
-         ) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
+def _zoo(cfg: RunConfig, ds: Dataset, predeploy: Experience, norm: Normalization | None, *, trained: bool,
+         bars: Bars | None = None) -> tuple[ModelSpec, Split, FrozenStage, tuple[ModelSpec, dict]]:
     """A zoo model trained on the pre-deployment data (or left at its initial weights), cut at cfg.model.split;
     an int8 frozen stage is post-training quantized, calibrated on the pre-deployment data. Split at the input:
     no frozen layers (the identity), the whole model trains on the device."""
@@ -138,7 +180,7 @@ def _zoo(cfg: RunConfig, ds: Dataset, predeploy: Experience, norm: Normalization
     x = norm(predeploy.x) if norm is not None else to_float(predeploy.x)
     gen = torch.Generator().manual_seed(cfg.seed)
     weights = (pretrain(spec, x, predeploy.y, epochs=m.pretrain_epochs, lr=m.pretrain_lr,
-                        batch_size=cfg.train.batch_size, seed=cfg.seed) if trained and m.pretrain_epochs
+                        batch_size=cfg.train.batch_size, seed=cfg.seed, bars=bars) if trained and m.pretrain_epochs
                else get_weights(build(spec, generator=gen)))
     if m.pretrain_data != "first":  # the pre-deployment classes are not the stream's: a fresh head
         weights[spec.names[-1]] = get_weights(build(spec, generator=gen))[spec.names[-1]]
@@ -162,20 +204,21 @@ class NormalizedInput(FloatInput):
         return self.stage(self.norm(x))
 
 
-def _fed(stage: FrozenStage, ds: Dataset, norm: Normalization | None = None) -> FrozenStage:
-    """A frozen stage fed the data set's samples as its model takes them: uint8 pixel codes resized to the model's
-    input (image models with a uint8 input, e.g. TFLite MobileNets), else the float input, normalised by `norm`
-    if given."""
+def _fed(stage: FrozenStage, name: str, sample_shape: tuple[int, ...], norm: Normalization | None = None
+         ) -> FrozenStage:
+    """A frozen stage fed data set `name`'s samples (of `sample_shape`) as its model takes them: uint8 pixel codes
+    resized to the model's input (image models with a uint8 input, e.g. TFLite MobileNets), else the float input,
+    normalised by `norm` if given."""
     if isinstance(stage, FloatFrozenStage):  # takes the float input itself
         return NormalizedInput(stage, norm) if norm is not None else stage
     spec = stage.spec
-    if spec.input_quant.dtype == "uint8" and len(ds.sample_shape) == 3:
-        if ds.sample_shape[0] != spec.input_shape[0]:
-            raise ConfigError(f"data set {ds.name!r} has {ds.sample_shape[0]}-channel images; the model takes "
+    if spec.input_quant.dtype == "uint8" and len(sample_shape) == 3:
+        if sample_shape[0] != spec.input_shape[0]:
+            raise ConfigError(f"data set {name!r} has {sample_shape[0]}-channel images; the model takes "
                               f"{spec.input_shape[0]} channels")
         return ImageInput(stage, tuple(spec.input_shape[1:]))
-    if ds.sample_shape != tuple(spec.input_shape):
-        raise ConfigError(f"data set {ds.name!r} has samples of shape {ds.sample_shape}; the model takes "
+    if tuple(sample_shape) != tuple(spec.input_shape):
+        raise ConfigError(f"data set {name!r} has samples of shape {tuple(sample_shape)}; the model takes "
                           f"{tuple(spec.input_shape)}")
     return NormalizedInput(stage, norm) if norm is not None else FloatInput(stage)
 
@@ -210,50 +253,72 @@ def _write_results(out: Path, metrics: dict, matrix: AccuracyMatrix) -> None:
     atomic_write_bytes(out / "accuracy_matrix.csv", buf.getvalue().encode())
 
 
-def _checkpoint(cfg: RunConfig, setup: Setup, learner: Learner, matrix: AccuracyMatrix, elapsed: float) -> dict:
-    """The run's saved state; the input normalisation is part of it (the device applies it before its first layer)."""
-    norm = setup.normalization.to_dict() if setup.normalization is not None else None
-    return {"config": config_to_dict(cfg), "learner": learner.state_dict(), "R": matrix.R,
-            "seen": matrix.seen_accuracy, "done": matrix.done, "elapsed": elapsed, "normalization": norm}
-
-
-def _resume(ckpt: Path, cfg: RunConfig, learner: Learner, matrix: AccuracyMatrix) -> float:
-    """Load the checkpoint into learner and matrix; returns the training seconds it had spent."""
-    state = torch.load(ckpt, weights_only=False)
-    if state["config"] != config_to_dict(cfg):
-        raise ConfigError(f"cannot resume: {ckpt.parent} holds a run with a different config; use a new --out")
-    learner.load_state_dict(state["learner"])
-    matrix.R, matrix.seen_accuracy, matrix.done = state["R"], state["seen"], state["done"]
-    return state["elapsed"]
-
-
 def with_strategy(cfg: RunConfig, strategy: str | None = None, bits: int | None = None) -> RunConfig:
     """cfg with another strategy and/or memory bits (None: cfg's own)."""
     return replace(cfg, strategy=strategy or cfg.strategy,
                    memory=cfg.memory if bits is None else replace(cfg.memory, bits=bits))
 
 
+def open_run(out: Path, cfg: RunConfig, resume: bool) -> SavedLearner | None:
+    """With `out` locked (`io.run_lock`): put back a saved learner a kill left under its temporary name, remove
+    other temporaries, and return the saved learner to resume from (None: start afresh). Refused with one line:
+    resuming another config's run, a saved learner that fails its checksums, and starting over a run of another
+    config (its results would be silently replaced)."""
+    recover_dir(out / "learner", _complete)
+    clean_temporaries(out)
+    if resume and (out / "learner").exists():
+        saved = SavedLearner.load(out)
+        saved.check_config(cfg)
+        return saved
+    if resume and (out / "checkpoint.pt").exists():
+        raise ConfigError(f"cannot resume: {out} holds only a checkpoint.pt of an older tinycl, which is not read "
+                          f"(unpickling can run code); start afresh in a new --out")
+    config = out / "config.toml"
+    if config.exists() and config.read_bytes() != tomli_w.dumps(config_to_dict(cfg)).encode():
+        raise ConfigError(f"--out {out} holds a run of another config (its config.toml differs); give another "
+                          f"--out, or remove that folder")
+    return None
+
+
+def _complete(path: Path) -> bool:
+    try:
+        verify(path)
+        return True
+    except TinyclError:
+        return False
+
+
 def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = False, setup: Setup | None = None,
                    strategy: str | None = None, bits: int | None = None,
-                   progress: Callable[[int], None] | None = None) -> dict:
+                   progress: Callable[[int], None] | None = None, saved: SavedLearner | None = None,
+                   on_experience: Callable[[dict], None] | None = None) -> dict:
     """Run all experiences of `cfg` (with `strategy` / memory `bits` in place of cfg's, if given) and return its
-    metrics. With `out`, write config.toml, normalization.json (the input normalisation, if any), metrics.json,
-    accuracy_matrix.csv and a checkpoint after each experience (atomically) and accuracy.png at the end; `resume`
-    continues from the checkpoint in `out`.
-    setup: prepare(cfg)'s result, to share between runs of the same data, model and seed."""
+    metrics. With `out` (locked while the run writes: `io.run_lock`), write config.toml, normalization.json (the
+    input normalisation, if any), metrics.json, accuracy_matrix.csv and the saved learner (learner/, tinycl.saved)
+    after each experience (atomically) and accuracy.png at the end; `resume` continues from the saved learner in
+    `out` (`saved`: it, already loaded by `open_run`).
+    setup: prepare(cfg)'s result, to share between runs of the same data, model and seed.
+    progress(i), on_experience(metrics so far): called after experience i."""
     cfg = with_strategy(cfg, strategy, bits)
-    setup = setup or prepare(cfg)
+    if out is None:
+        return _run(cfg, None, setup or prepare(cfg), None, progress, on_experience)
+    out = Path(out)
+    with run_lock(out):
+        if saved is None:
+            saved = open_run(out, cfg, resume)
+        return _run(cfg, out, setup or prepare(cfg, saved=saved), saved, progress, on_experience)
+
+
+def _run(cfg: RunConfig, out: Path | None, setup: Setup, saved: SavedLearner | None, progress, on_experience
+         ) -> dict:
     learner = make_learner(cfg, setup)
     matrix = AccuracyMatrix(len(setup.scenario))
-    elapsed = 0.0
-    ckpt = out / "checkpoint.pt" if out else None
+    elapsed = saved.restore(learner, matrix) if saved is not None else 0.0
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt.exists():
-            elapsed = _resume(ckpt, cfg, learner, matrix)
         save_config(cfg, out / "config.toml")
         if setup.normalization is not None:
             atomic_write_json(out / "normalization.json", setup.normalization.to_dict())
+        (out / "checkpoint.pt").unlink(missing_ok=True)  # an older tinycl's pickle: never read, not left beside
     for i in range(matrix.done, len(setup.scenario)):
         t0 = time.perf_counter()
         learner.partial_fit(setup.scenario.train[i])
@@ -261,8 +326,9 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
         matrix.update(i, *evaluate(learner, setup.scenario, i))
         if out:
             _write_results(out, _metrics(cfg, matrix, learner, elapsed), matrix)
-            state = _checkpoint(cfg, setup, learner, matrix, elapsed)
-            atomic_save(ckpt, lambda p, s=state: torch.save(s, p))
+            save_learner(out / "learner", cfg, setup, learner, matrix, elapsed)
+        if on_experience:
+            on_experience(_metrics(cfg, matrix, learner, elapsed))
         if progress:
             progress(i)
     metrics = _metrics(cfg, matrix, learner, elapsed)
@@ -272,3 +338,30 @@ def run_experiment(cfg: RunConfig, out: Path | None = None, *, resume: bool = Fa
         plot_accuracy({cfg.strategy: matrix.seen_accuracy[: matrix.done]}, out / "accuracy.png",
                       title=f"{cfg.data.name}: accuracy on classes seen")
     return metrics
+
+
+def warm_latents(setup: Setup, bars: Bars | None = None, chunk: int = 2048) -> None:
+    """Compute every stream sample's latent into the setup's cache, with a progress bar (the frozen pass). The
+    learner would compute the same ones experience by experience: chunks are whole batches of a float stage
+    (256 samples) from each experience's start, so every latent is bit-identical to the one computed later."""
+    parts = [e for e in (*setup.scenario.train, *setup.scenario.test) if len(e)]
+    cache = setup.cache
+    with _bar(bars, "frozen stage (latents)", sum(len(e) for e in parts), "sample") as bar:
+        for e in parts:
+            for start in range(0, len(e), chunk):
+                z = cache.stage(e.x[start: start + chunk])
+                cache.preload(e.ids[start: start + chunk], z)  # appended, not re-stacked per chunk
+                cache.computed += len(z)
+                if bar is not None:
+                    bar.update(len(z))
+
+
+def load_predictor(path: Path) -> tuple[Learner, SavedLearner]:
+    """A saved learner (a run folder or its learner/) as a Learner that predicts what the run's learner predicts:
+    its frozen stage fed as in the run, its adaptive stage as trained. No data, no training, nothing unpickled."""
+    saved = SavedLearner.load(path)
+    d = saved.data
+    stage = _fed(saved.frozen_stage(), d["name"], tuple(d["sample_shape"]), saved.normalization)
+    learner = Learner(LatentCache(stage), build(saved.adaptive_spec()), train_config(saved.cfg), seed=saved.cfg.seed)
+    saved.restore_weights(learner.adaptive)
+    return learner, saved

@@ -18,7 +18,7 @@ import numpy as np
 from tinycl.data.dataset import Dataset
 from tinycl.errors import ConfigError
 
-__all__ = ["Experience", "Scenario", "class_incremental", "nic_stream", "hold_out"]
+__all__ = ["Experience", "Scenario", "class_incremental", "nic_stream", "hold_out", "validation_split"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +143,18 @@ def hold_out(ds: Dataset, share: float, rng: np.random.Generator) -> tuple[Datas
             idx = np.flatnonzero(ds.y_train == c)
             pre[rng.choice(idx, size=max(1, round(share * len(idx))), replace=False)] = True
     return _keep_train(ds, ~pre), _experience(-1, ds.x_train, ds.y_train, np.flatnonzero(pre))
+
+
+def validation_split(ds: Dataset, share: float, rng: np.random.Generator) -> Dataset:
+    """The data set with about `share` of its training data (class-stratified, or whole groups where the loader
+    names them) as its test data, and the rest as its training data: for choosing hyperparameters without
+    reading the real test set."""
+    if not 0 < share < 1:
+        raise ConfigError(f"data.validation must be in (0, 1), got {share}")
+    rest, held = hold_out(ds, share, rng)
+    groups = ds.meta.get("train_groups")
+    meta = dict(rest.meta)
+    meta.update({k: v for k, v in ds.meta.items() if not k.startswith(("train_", "test_"))})
+    if isinstance(groups, np.ndarray | list) and len(groups) == len(ds.y_train):
+        meta["test_groups"] = np.asarray(groups)[held.ids]
+    return Dataset(ds.name, rest.x_train, rest.y_train, held.x, held.y, ds.classes, meta)

@@ -1,7 +1,13 @@
 """`tinycl run CONFIG.toml [--set key=value ...] [--out DIR] [--resume]`: one configured experiment.
 
-Writes DIR/config.toml (the full config), metrics.json, accuracy_matrix.csv and accuracy.png, atomically after
-every experience; --resume continues after the last finished experience."""
+Shows what it is doing: decoding the data, pre-deployment training (epochs), the frozen stage's pass over the
+data (samples, with ETA), one line per experience (accuracy on the classes seen, replay bytes) and a summary
+table. Writes DIR/config.toml (the full config), metrics.json, accuracy_matrix.csv, accuracy.png and the saved
+learner DIR/learner/ (frozen stage as int8 .tflite, weights and replay memory as safetensors, state as JSON; see
+`tinycl predict`, `tinycl export --from`), atomically after every experience. DIR is locked while a run writes
+it: a second run on it stops with one line. --resume continues after the last finished experience from
+DIR/learner/, without pre-deployment training.
+Torch uses one thread by default (--threads): the adaptive stage's tensors are small, more threads mostly wait."""
 
 from __future__ import annotations
 
@@ -19,25 +25,52 @@ def add_parser(sub) -> None:
                    help="override a config value, e.g. --set memory.bits=7 (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last experience")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or per-experience lines")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: small tensors gain nothing from more; the frozen pass runs one "
+                        "batch per thread)")
     p.set_defaults(handler=run)
+
+
+def bars_for(quiet: bool):
+    """Progress bars (tinycl.runner.Bars) on stderr: tqdm with counts, rate and ETA; None when quiet."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return lambda desc, total, unit: tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 def run(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from tinycl.config import load_config
-    from tinycl.runner import prepare, run_experiment
+    from tinycl.demo import format_table
+    from tinycl.io import run_lock
+    from tinycl.runner import open_run, prepare, run_experiment, warm_latents
 
-    if args.threads:
-        torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(max(1, args.threads))
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / args.config.stem
-    setup = prepare(cfg)
-    with tqdm(total=len(setup.scenario), desc=cfg.strategy, unit="exp", disable=args.no_progress) as bar:
-        m = run_experiment(cfg, out, resume=args.resume, setup=setup, progress=lambda i: bar.update())
-    print(f"{m['strategy']} bits={m['bits']}: final accuracy {100 * m['final_accuracy']:.1f}%, forgetting "
-          f"{100 * m['forgetting']:.1f}%, replay {m['replay_bytes']:,} bytes, {m['seconds']:.1f} s -> {out}")
+    bars = bars_for(args.no_progress)
+    say = (lambda line: None) if args.no_progress else print
+    with run_lock(out):
+        saved = open_run(out, cfg, args.resume)  # checked (config, checksums) before anything is computed
+        if saved is not None:
+            say(f"resuming {out} after experience {saved.matrix()['done']}: frozen stage, normalisation and adaptive "
+                f"stage from {saved.path} (no pre-deployment training)")
+        setup = prepare(cfg, saved=saved, bars=bars)
+        warm_latents(setup, bars)
+        n = len(setup.scenario)
+
+        def line(m: dict) -> None:
+            i = m["experiences_done"] - 1
+            exp = setup.scenario.train[i]
+            say(f"experience {i + 1}/{n}: {len(exp)} samples of classes {list(exp.classes)}; accuracy on classes "
+                f"seen {100 * m['accuracy_after_each'][-1]:.1f}%, replay {m['replay_bytes']:,} B, "
+                f"{m['seconds']:.1f} s")
+
+        m = run_experiment(cfg, out, resume=args.resume, setup=setup, saved=saved, on_experience=line)
+    print(format_table([m]))
+    print(f"wrote {out}: metrics.json, accuracy_matrix.csv, accuracy.png, learner/")
     return 0

@@ -72,10 +72,18 @@ def _unpickle(raw: bytes, where: str) -> dict:
 def _batch_arrays(batch: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{where}: expected keys b'data' and b'labels', found {sorted(batch)}")
-    data = np.asarray(batch["data"], dtype=np.uint8)
+    data = np.asarray(batch["data"])
+    if data.dtype != np.uint8:
+        raise DataError(f"{where}: data is {data.dtype}; expected uint8 pixels")
     if data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{where}: data has shape {data.shape}, expected (N, 3072) = 1024 R, 1024 G, 1024 B")
-    return data.reshape(-1, 3, 32, 32), np.asarray(batch["labels"], dtype=np.int64)
+    labels = np.asarray(batch["labels"])
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise DataError(f"{where}: {len(data)} images but labels of shape {labels.shape}; expected one label per image")
+    if len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DataError(f"{where}: labels must be integers 0..{len(CLASSES) - 1}, got {labels.dtype} "
+                        f"{labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def _read_batches(kind: str, path: Path, per_class: int | None) -> dict[str, np.ndarray]:

@@ -35,12 +35,25 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        """Every loader's output passes here, so these are checked once for all of them (built-in or not)."""
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise DataError(f"{self.name}: class names must be distinct and at least one, got {self.classes}")
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) != len(y):
-                raise DataError(f"{self.name}: {len(x)} {split} inputs but {len(y)} labels")
+                raise DataError(f"{self.name}: {len(x)} {split} inputs but {len(y)} labels; expected equal counts")
+            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                raise DataError(f"{self.name}: {split} labels are {y.dtype} of shape {y.shape}; expected integers (N,)")
             if len(y) and (y.min() < 0 or y.max() >= len(self.classes)):
-                raise DataError(f"{self.name}: {split} labels outside 0..{len(self.classes) - 1}")
+                raise DataError(f"{self.name}: {split} labels outside 0..{len(self.classes) - 1} "
+                                f"({len(self.classes)} classes)")
+            if x.dtype.kind not in "uif":
+                raise DataError(f"{self.name}: {split} inputs are {x.dtype}; expected numbers (uint8 or float)")
+            if x.dtype.kind == "f" and not np.isfinite(x).all():
+                bad = int(np.size(x) - np.isfinite(x).sum())
+                raise DataError(f"{self.name}: {split} inputs hold {bad:,} NaN or infinite values; expected finite")
+        if len(self.y_train) == 0:
+            raise DataError(f"{self.name}: no training samples; expected at least one")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{self.name}: train samples {self.x_train.shape[1:]} != test {self.x_test.shape[1:]}")
 
@@ -54,6 +67,11 @@ class Dataset:
 
     def subset(self, n_train: int | None, n_test: int | None, rng: np.random.Generator) -> Dataset:
         """A class-stratified random subset (for quick runs); None keeps a split whole."""
+        for key, n in (("n_train", n_train), ("n_test", n_test)):
+            if n is not None and n < self.n_classes:
+                raise DataError(f"data.{key} = {n} is fewer than the {self.n_classes} classes of {self.name}; a "
+                                f"class-stratified subset needs at least one sample per class")
+
         def pick(y, n):
             if n is None or n >= len(y):
                 return np.arange(len(y))

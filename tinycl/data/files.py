@@ -6,6 +6,8 @@ instead of an EOFError/zlib.error/tarfile.ReadError traceback from deep inside t
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import tarfile
 import zlib
@@ -41,12 +43,31 @@ def tar_names(path: Path) -> list[str]:
     return scan_tar(path)[0]
 
 
+@contextlib.contextmanager
+def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """A tar(.gz) opened for one streaming pass. On leaving, the archive must have ended at its end-of-archive
+    marker (a zero block) and a gzip stream at its end-of-stream marker, checked against the bytes read:
+    tarfile alone reads an archive cut at a member boundary as a complete, shorter one."""
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        fileobj = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        with tarfile.open(fileobj=fileobj, mode="r|" if gz else "r|*") as tar:
+            yield tar
+            stream = tar.fileobj  # tarfile's _Stream: `pos` counts the bytes it has read
+            if tar.offset and stream.pos < tar.offset + tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"no end-of-archive marker after byte {tar.offset:,}: the archive was cut "
+                                        "short")
+            while stream.read(1 << 20):  # the rest (record padding): gzip checks its end-of-stream marker and CRC
+                pass
+
+
 def scan_tar(path: Path, read: Callable[[str], bool] = lambda name: False) -> tuple[list[str], dict[str, bytes]]:
     """One pass over a tar(.gz): the names of all regular files, and the bytes of those `read` selects
-    (small index files, e.g. a list of test files)."""
+    (small index files, e.g. a list of test files). A truncated archive is a DataError."""
     names, contents = [], {}
     try:
-        with tarfile.open(path, "r|*") as tar:
+        with _open_tar(path) as tar:
             for m in tar:
                 if m.isfile():
                     names.append(_clean(m.name))
@@ -59,9 +80,10 @@ def scan_tar(path: Path, read: Callable[[str], bool] = lambda name: False) -> tu
 
 def iter_tar(path: Path, want: Callable[[str], bool] = lambda name: True) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of each regular file in a tar(.gz) whose cleaned name passes `want`, streamed in archive
-    order (one pass, no seeking back: fast on .tar.gz)."""
+    order (one pass, no seeking back: fast on .tar.gz); read to the end, so a truncated archive is a DataError
+    even when every wanted member was read."""
     try:
-        with tarfile.open(path, "r|*") as tar:
+        with _open_tar(path) as tar:
             for m in tar:
                 name = _clean(m.name)
                 if m.isfile() and want(name):

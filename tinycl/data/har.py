@@ -97,6 +97,8 @@ def _read_official(kind: str, path: Path) -> dict[str, np.ndarray]:
         if len(subject) != len(y) or y.min() < 1 or y.max() > 6:
             raise DataError(f"{path / split}: y_{split}.txt must hold labels 1..6, one per subject_{split}.txt row")
         out[f"x_{split}"] = np.stack(channels, axis=1)[:, :, None]  # (N, 6, 1, 128)
+        if not np.isfinite(out[f"x_{split}"]).all():
+            raise DataError(f"{path / split}: Inertial Signals hold NaN or infinite values; expected finite numbers")
         out[f"y_{split}"] = y - 1
         out[f"{split}_groups"] = subject
     return out
@@ -127,9 +129,18 @@ def _raw_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             if missing := [k for k in keys if k not in z.files]:
                 raise DataError(f"{path}: arrays {missing} missing; expected signals, label, subject, experiment")
-            return {k: z[k] for k in keys}
+            a = {k: z[k] for k in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a readable .npz ({err}); expected the HAPT recordings {RAW}") from err
+    n = len(a["label"])
+    for k, v in a.items():
+        if len(v) != n:
+            raise DataError(f"{path}: array {k} has {len(v):,} rows, label has {n:,}; expected one row per sample")
+        if k != "signals" and (v.ndim != 1 or v.dtype.kind not in "iu"):
+            raise DataError(f"{path}: array {k} is {v.dtype} of shape {v.shape}; expected integers (N,)")
+    if "signals" in a and (a["signals"].dtype.kind != "f" or not np.isfinite(a["signals"]).all()):
+        raise DataError(f"{path}: signals must be finite floats; found {a['signals'].dtype} with NaN or inf")
+    return a
 
 
 def _split_raw(path: Path, with_signals: bool) -> dict[str, np.ndarray]:

@@ -51,6 +51,9 @@ def _header(f, path: Path, n_dims: int) -> tuple[int, ...]:
     if magic != MAGIC[n_dims]:
         raise DataError(f"{path}: IDX magic number {magic}, expected {MAGIC[n_dims]} "
                         f"(uint8 {'images' if n_dims == 3 else 'labels'}); is this the right file?")
+    if dims[0] == 0 or any(d == 0 for d in dims) or (n_dims == 3 and tuple(dims[1:]) != (28, 28)):
+        raise DataError(f"{path}: IDX header announces dims {tuple(dims)}; expected at least one "
+                        f"{'28x28 image' if n_dims == 3 else 'label'}")
     return tuple(dims)
 
 

@@ -19,7 +19,7 @@ from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, TensorQuant
 from tinycl.quant.requant import Requant, prepare
 
-__all__ = ["DeviceIntegerModel", "code_offset", "requant_fields"]
+__all__ = ["DeviceIntegerModel", "check_c_exact", "code_offset", "requant_fields"]
 
 
 
@@ -44,6 +44,18 @@ def requant_fields(rec: Requant, in_q: TensorQuant, out_q: TensorQuant, w_offset
                 w_zero=w_zero if w_zero is not None and np.any(w_zero) else None, real_scale=rec.real_scale)
 
 
+def check_c_exact(qmodel: QuantizedModel, records: dict[str, Requant | None]) -> None:
+    """ModelError naming the first layer whose requantization the C int8 kernels would not reproduce exactly:
+    LiteRT's optimized kernels break ties up only in whole vector blocks (8 or 16 channels, or elements) and away
+    from zero in the rest, while a C record has one tie rule. TFLite Micro's kernels ("reference") have none."""
+    for layer in qmodel.spec.layers:
+        for rec in (records.get(layer.name), getattr(records.get(layer.name), "then", None)):
+            if rec is not None and rec.has_scalar_tail((1, *qmodel.spec.output_shape(layer.name))):
+                raise ModelError(f"layer {layer.name!r}: its {qmodel.spec.output_shape(layer.name)[0]} channels are "
+                                 f"not a whole number of LiteRT's vector blocks ({rec.block}), whose tie rule the C "
+                                 f"int8 kernels do not reproduce; use kernels=\"reference\" (TFLite Micro's)")
+
+
 class DeviceIntegerModel:
     """Integer codes of every layer of `qmodel` (sequential; ops with a C int8 kernel in the op table) computed
     by the C int8 kernels.
@@ -55,6 +67,7 @@ class DeviceIntegerModel:
         self.qmodel, self.spec, self.kernels = qmodel, qmodel.spec, kernels
         self.lib = library or load_library()
         records = prepare(qmodel, kernels)  # checks `kernels` and that the model is quantized
+        check_c_exact(qmodel, records)
         self.steps, prev = [], "input"
         for layer in self.spec.layers:
             if not OPS[layer.op].int8:

@@ -4,7 +4,8 @@ kernels for, and latents the replay quantizer can take from the device's integer
 
 `DeviceLearner.build(cfg, run_dir=None)` prepares the setup (with pre-deployment training, as `tinycl run`) and
 the learner in device mode (`train.device = true`: the portable random generator and the C training step), and
-with `run_dir` loads the state of a finished run so the device continues where the host left off.
+with `run_dir` takes the run's saved learner (RUN_DIR/learner, tinycl.saved: frozen stage, normalisation and
+trained state, no re-training, nothing unpickled) so the device continues where the host left off.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycl.config import RunConfig, load_config
+from tinycl.config import RunConfig
 from tinycl.data.dataset import to_float
 from tinycl.device.arena import training_schedule
+from tinycl.device.int8 import check_c_exact
 from tinycl.errors import ConfigError, ModelError
 from tinycl.frozen import FloatInput
 from tinycl.model.ops import OPS
@@ -81,11 +83,10 @@ class DeviceLearner:
         from tinycl.runner import prepare as prepare_setup
         from tinycl.strategies import make_learner
 
-        if run_dir is not None:
-            cfg = load_config(Path(run_dir) / "config.toml")
-        cfg = device_config(cfg)
+        saved = _saved_run(Path(run_dir)) if run_dir is not None else None
+        cfg = device_config(saved.cfg if saved is not None else cfg)
         _check_config(cfg)
-        setup = prepare_setup(cfg)
+        setup = prepare_setup(cfg, saved=saved)
         stage = _integer_stage(setup.frozen)
         bad = unsupported_ops(stage.spec, setup.adaptive_spec)
         if bad:
@@ -95,9 +96,10 @@ class DeviceLearner:
         if learner.train_cfg.mix_rule not in ("ratio", "pellegrini"):  # resolved by the protocol's default
             raise ConfigError(f"tinycl export does not support train.replay_mix {learner.train_cfg.mix_rule!r} "
                               f"(the firmware mixes by ratio or pellegrini): set train.replay_mix or replay_ratio")
-        if run_dir is not None:
-            _load_run(learner, Path(run_dir))
+        if saved is not None:
+            _load_run(learner, saved)
         records = prepare(stage.qmodel, stage.model.kernels_name)
+        check_c_exact(stage.qmodel, records)
         out = cls(cfg, setup, learner, stage, records)
         out._check_latents()
         return out
@@ -168,16 +170,21 @@ def _check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"tinycl export does not support {'; '.join(problems)}")
 
 
-def _load_run(learner, run_dir: Path) -> None:
-    """The learner state of a finished run (its checkpoint); a host run's numpy generator state cannot continue on
-    the device, whose draws then start from the run's seed."""
-    import torch
+def _saved_run(run_dir: Path):
+    from tinycl.saved import SavedLearner
 
-    ckpt = run_dir / "checkpoint.pt"
-    if not ckpt.exists():
-        raise ConfigError(f"--from {run_dir}: no checkpoint.pt there (a directory written by tinycl run --out)")
-    state = torch.load(ckpt, weights_only=False)["learner"]
+    if not (run_dir / "learner").is_dir() and not (run_dir / "manifest.json").exists():
+        raise ConfigError(f"--from {run_dir}: no learner/ there (a directory written by tinycl run --out; an older "
+                          f"run's checkpoint.pt is not read: unpickling can run code)")
+    return SavedLearner.load(run_dir)
+
+
+def _load_run(learner, saved) -> None:
+    """The learner state of a finished run (its saved learner); a host run's numpy generator state cannot continue
+    on the device, whose draws then start from the run's seed."""
+
+    state = saved.learner_state()
     rng = state["rng"]
     if not (isinstance(rng, dict) and "s" in rng):
         state = {**state, "rng": learner.rng.state}
-    learner.load_state_dict(state)
+    saved.restore(learner, state=state)

@@ -278,6 +278,10 @@ for _op in (
     OpDef("concat", _concat_shape, lambda ly, ins, p: torch.cat(ins, dim=1), quant="input", tflite=("CONCATENATION",)),
     # elementwise product of the two outputs named in `inputs`, broadcasting (e.g. squeeze-excite: C x 1 x 1)
     OpDef("mul", _broadcast_shape, lambda ly, ins, p: activate(ins[0] * ins[1], ly.activation), tflite=("MUL",)),
+    OpDef("hard_swish", _same, lambda ly, ins, p: F.hardswish(ins[0]), units="pass", tflite=("HARD_SWISH",)),
+    # sigmoid; TFLite fixes its output quantization as softmax's (scale 1/256)
+    OpDef("logistic", _same, lambda ly, ins, p: torch.sigmoid(ins[0]), quant="softmax", units="pass",
+          tflite=("LOGISTIC",)),
     # per channel (axis 1) of a CHW or feature input; only in a float adaptive stage (TFLite folds BN into convs)
     OpDef("batch_renorm", _same, _batch_renorm,
           weight_shapes=lambda ly, x: {"weight": (x[0],), "bias": (x[0],)},

@@ -193,6 +193,10 @@ class _Importer:
         if not all(0 < s < math.inf for s in scale) or len(zero) != len(scale):
             raise ModelError(f"tensor {self.tname(t)!r} has scales {list(scale)[:4]} and {len(zero)} zero points: "
                              f"scales must be positive and finite, one zero point each")
+        lo, hi = {"int8": (-128, 127), "uint8": (0, 255)}.get(self.dtype(t), (-2 ** 31, 2 ** 31 - 1))
+        if not all(lo <= z <= hi for z in zero):
+            raise ModelError(f"tensor {self.tname(t)!r} has zero points {list(zero)[:4]} outside its type "
+                             f"{self.dtype(t)} ({lo}..{hi}): the file is corrupt")
         return TensorQuant(scale, zero, self.dtype(t), axis=0)
 
     def act_quant(self, t: int, where: str) -> TensorQuant:
@@ -349,7 +353,8 @@ class _Importer:
         if opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             o = self.options(op, opname)
             layer = Layer(name, "avg_pool2d" if opname == "AVERAGE_POOL_2D" else "max_pool2d",
-                          kernel=(o.FilterHeight(), o.FilterWidth()), stride=(o.StrideH(), o.StrideW()),
+                          kernel=_positive(where, o.FilterHeight(), o.FilterWidth()),
+                          stride=_positive(where, o.StrideH(), o.StrideW()),
                           padding=_padding(o.Padding()), activation=self.activation(o, where), quant=quant)
         elif opname == "MEAN":
             self.mean(op, where, name, quant, in_shape, out_shape)
@@ -383,7 +388,7 @@ class _Importer:
         elif opname == "QUANTIZE":
             self.act_quant(x, where)
             layer = Layer(name, "quantize", quant=quant)
-        elif opname in ("RELU", "RELU6"):
+        elif opname in ("RELU", "RELU6", "HARD_SWISH", "LOGISTIC"):
             layer = Layer(name, opname.lower(), quant=quant)
         else:  # DEQUANTIZE anywhere but at the end
             raise ModelError(f"{where}: supported only as the last operator (float ops after it are not integer)")
@@ -452,7 +457,7 @@ class _Importer:
         else:
             if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
                 raise ModelError(f"{where}: dilated convolution is not supported; supported: dilation 1")
-            common = dict(kernel=(w.shape[1], w.shape[2]), stride=(opts.StrideH(), opts.StrideW()),
+            common = dict(kernel=(w.shape[1], w.shape[2]), stride=_positive(where, opts.StrideH(), opts.StrideW()),
                           padding=_padding(opts.Padding()), activation=act, bias=bias is not None)
             if opname == "CONV_2D":
                 w = w.transpose(0, 3, 1, 2)  # OHWI -> OIHW
@@ -550,6 +555,13 @@ def _field(obj, name: str, size: int) -> list:
             return []
         return [method(j) for j in range(n)]
     return [method()] if method.__code__.co_argcount == 1 else []
+
+
+def _positive(where: str, *values: int) -> tuple[int, ...]:
+    """Window sizes or strides, checked: a zero or negative one (a corrupt file) would divide by zero later."""
+    if any(not 0 < v <= _MAX_DIM for v in values):
+        raise ModelError(f"{where}: window or stride {list(values)}; they must be 1..{_MAX_DIM}: the file is corrupt")
+    return tuple(int(v) for v in values)
 
 
 def _padding(code: int) -> str:

@@ -52,7 +52,6 @@ def _nhwc(shape: tuple[int, ...]) -> list[int]:
 class _Writer:
     def __init__(self, qmodel: QuantizedModel, float_io: bool, nchw: bool = False):
         self.q, self.spec, self.float_io, self.nchw = qmodel, qmodel.spec, float_io, nchw
-        self.b = flatbuffers.Builder(1024)
         self.buffers: list[bytes] = [b""]  # buffer 0 is the empty sentinel
         self.tensors: list[dict] = []
         self.ops: list[tuple[str, list[int], list[int], str | None, dict]] = []
@@ -177,7 +176,7 @@ class _Writer:
                     FusedActivationFunction=act)
         elif op == "softmax":
             self.op("SOFTMAX", ins, [out], "SoftmaxOptions", Beta=1.0)
-        elif op in ("relu", "relu6"):
+        elif op in ("relu", "relu6", "hard_swish", "logistic"):
             self.op(op.upper(), ins, [out])
         elif op == "quantize":
             self.op("QUANTIZE", ins, [out], "QuantizeOptions")
@@ -257,7 +256,8 @@ class _Writer:
 
     # -- flatbuffer ------------------------------------------------------------------------------------
     def finish(self, graph_in: int, graph_out: int) -> bytes:
-        b = self.b
+        # sized for the weights up front: the builder then never regrows (each growth copies the whole buffer)
+        b = flatbuffers.Builder(sum(len(d) for d in self.buffers) + 512 * (len(self.tensors) + len(self.ops)) + 4096)
         buffers = [_table(b, "Buffer", Data=np.frombuffer(data, np.uint8) if data else None)
                    for data in self.buffers]
         tensors = []

@@ -35,8 +35,6 @@ concatenation) run in the input's quantization and then requantize, as the expor
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,7 +48,7 @@ from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec, TensorQuant
 from tinycl.model.split import Split
 from tinycl.quant.fixedpoint import round_half_away, wrap_int32
-from tinycl.quant.requant import ADD_LEFT_SHIFT, KERNELS, Requant, prepare
+from tinycl.quant.requant import ADD_LEFT_SHIFT, KERNELS, Requant, libm_expf, prepare
 
 __all__ = ["INTEGER_KERNELS", "KERNELS", "IntegerModel", "IntegerFrozenStage", "quantize_input"]
 
@@ -243,16 +241,14 @@ class _Mul:
         return self.rec.apply(prod)
 
 
-def _libm_expf():
-    name = ctypes.util.find_library("m")
-    try:
-        fn = ctypes.CDLL(name).expf if name else None
-    except OSError:
-        fn = None
-    if fn is None:
-        return lambda v: _F32(math.exp(float(v)))
-    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
-    return lambda v: _F32(fn(float(v)))
+class _Table:
+    """An elementwise op computed once per input code (HARD_SWISH, LOGISTIC): a lookup in the record's table."""
+
+    def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
+        self.rec, self.qmin = rec, qmodel.input_quant_of(layer.name).qmin
+
+    def __call__(self, ins):
+        return self.rec.table[ins[0].astype(np.int64) - self.qmin]
 
 
 class _Softmax:
@@ -261,7 +257,7 @@ class _Softmax:
     (int8) of the scaled probability."""
 
     def __init__(self, layer: Layer, rec: None, qmodel: QuantizedModel):
-        expf = _libm_expf()
+        expf = libm_expf()
         scale = -_scale(qmodel.input_quant_of(layer.name)) * _F32(1.0)  # beta = 1
         self.table = np.array([expf(scale * _F32(d)) for d in range(256)], dtype=np.float32)
         self.out_q = layer.quant.output
@@ -302,7 +298,8 @@ class _Move:
 INTEGER_KERNELS = {"conv2d": _Weighted, "depthwise_conv2d": _Weighted, "linear": _Weighted, "avg_pool2d": _Pool,
                    "max_pool2d": _Pool, "global_avg_pool": _Mean, "add": _Add, "softmax": _Softmax, "relu": _Move,
                    "relu6": _Move, "quantize": _Move, "reshape": _Move, "flatten": _Move, "pad": _Move,
-                   "concat": _Concat, "mul": _Mul}
+                   "concat": _Concat, "mul": _Mul, "hard_swish": _Table,
+                   "logistic": _Table}
 
 
 # -- the model ---------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ The rules follow TFLite's Prepare code for the kernel set `kernels` (see `tinycl
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -33,7 +35,7 @@ from tinycl.quant.fixedpoint import (
     round_half_away,
 )
 
-__all__ = ["ADD_LEFT_SHIFT", "KERNELS", "Requant", "activation_range", "prepare", "requantize"]
+__all__ = ["ADD_LEFT_SHIFT", "KERNELS", "Requant", "activation_range", "libm_expf", "prepare", "requantize"]
 
 KERNELS = ("optimized", "reference")
 ADD_LEFT_SHIFT = 20  # TFLite's ADD: headroom bits given to both inputs before they are rescaled and summed
@@ -55,7 +57,8 @@ class Requant:
     depthwise: 8, MEAN: 16) or "element" (one sample's tensor in NHWC order: QUANTIZE, 16). w_zero: (C,) int32
     weight zero points, or None (all zero). inputs: ADD only, each input's rescaling to the common scale. then:
     pooling and data movement, the QUANTIZE to the output's quantization after an op that runs in its input's.
-    out_dtype: the output codes' dtype, where a kernel may take the float64 path (`apply_float`)."""
+    out_dtype: the output codes' dtype, where a kernel may take the float64 path (`apply_float`). table: (256,)
+    int64, an elementwise op's output code for each input code (index: code - the dtype's minimum)."""
 
     in_zero: int
     out_zero: int
@@ -71,6 +74,12 @@ class Requant:
     inputs: tuple[Requant, ...] = ()
     then: Requant | None = None
     out_dtype: str = ""
+    table: np.ndarray | None = None
+
+    def has_scalar_tail(self, shape: tuple[int, ...]) -> bool:
+        """Whether some values of an output of `shape` (batch first) break ties away from zero while the others
+        break them `ties` (LiteRT's optimized kernels: a scalar loop after the vector blocks)."""
+        return self._scalar_tail(shape) is not None
 
     def _scalar_tail(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """Boolean mask (broadcasting against `shape`, batch first) of the values LiteRT's scalar tail loop
@@ -279,10 +288,95 @@ def _mul_ties(kernels: str) -> tuple:
     return ("away", 0, "element")
 
 
+def _hard_swish(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
+    """HARD_SWISH: TFLite's int16 fixed-point kernel (reference_ops::HardSwish, parameters as its Prepare derives
+    them in float32), evaluated once for each of the 256 input codes: the kernel is that table."""
+    in_q, out_q = qs[0], layer.quant.output
+    hires = _F32(1 / 128) * _scale(in_q)
+    out_m, out_e = _int16_multiplier(float(_F32(hires / _scale(out_q))))
+    relu_m, relu_e = _int16_multiplier(float(_F32(hires / _F32(3 / 32768))))
+    if out_e > 0:
+        raise ModelError(f"layer {layer.name!r}: hard_swish output scale below its input's / 128; TFLite refuses it")
+    codes = range(in_q.qmin, in_q.qmax + 1)
+    table = [_hard_swish_code(c - in_q.zero_point[0], out_m, out_e, relu_m, relu_e) + out_q.zero_point[0]
+             for c in codes]
+    empty = np.zeros(0, np.int32)
+    return Requant(in_q.zero_point[0], out_q.zero_point[0], out_q.qmin, out_q.qmax, empty, empty,
+                   table=np.clip(table, out_q.qmin, out_q.qmax).astype(np.int64))
+
+
+def _logistic(layer: Layer, qs: list[TensorQuant], spec: ModelSpec, kernels: str) -> Requant:
+    """LOGISTIC: both LiteRT kernel sets use a table made in float32 (LUTPopulate): for each input code,
+    round(1 / (1 + expf(-s_in (q - z_in))) / s_out) + z_out, half away from zero, clamped."""
+    in_q, out_q = qs[0], layer.quant.output
+    expf, one = libm_expf(), _F32(1)
+    table = []
+    for code in range(in_q.qmin, in_q.qmax + 1):
+        x = _F32(_scale(in_q) * _F32(code - in_q.zero_point[0]))
+        y = _F32(one / _F32(one + expf(-x))) * _F32(one / _scale(out_q))
+        table.append(int(round_half_away(np.float32(y))) + out_q.zero_point[0])
+    empty = np.zeros(0, np.int32)
+    return Requant(in_q.zero_point[0], out_q.zero_point[0], out_q.qmin, out_q.qmax, empty, empty,
+                   table=np.clip(table, out_q.qmin, out_q.qmax).astype(np.int64))
+
+
+def libm_expf():
+    """The C library's expf (as LiteRT's kernels call it) as a float32 -> float32 function."""
+    name = ctypes.util.find_library("m")
+    try:
+        fn = ctypes.CDLL(name).expf if name else None
+    except OSError:
+        fn = None
+    if fn is None:
+        return lambda v: _F32(math.exp(float(v)))
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return lambda v: _F32(fn(float(v)))
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier: (int16 multiplier, exponent)."""
+    m, e = (int(v) for v in quantize_multiplier(real))
+    return (32767 if m >= 2**31 - 1 - 2**15 else (m + 2**15) >> 16), e
+
+
+def _hard_swish_code(x: int, out_m: int, out_e: int, relu_m: int, relu_e: int) -> int:
+    """reference_ops::HardSwish for one centred input code x, in Python integers (int16 saturation as in C)."""
+    hires = x * 128
+    preshift_out = _srdhm16(hires, out_m)
+    relu = _sat16(hires * (1 << (relu_e - 1))) if relu_e > 0 else hires
+    relu = _srdhm16(relu, relu_m)
+    if relu_e > 0:
+        relu = _sat16(relu * 2)
+    elif relu_e < 0:
+        relu = _rdbpot(relu, -relu_e)
+    relu = (relu + (1 << 15)) >> 1
+    preshift = 32767 if relu == preshift_out == -32768 else int(relu * preshift_out / (1 << 15))  # truncation
+    return _rdbpot(preshift, -out_e)
+
+
+def _sat16(v: int) -> int:
+    return max(-32768, min(32767, v))
+
+
+def _srdhm16(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int16."""
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    nudge = (1 << 14) if ab >= 0 else 1 - (1 << 14)
+    return int((ab + nudge) / (1 << 15))  # C division truncates toward zero (exact: |ab| < 2**31)
+
+
+def _rdbpot(x: int, e: int) -> int:
+    """gemmlowp RoundingDivideByPOT (ties away from zero)."""
+    mask = (1 << e) - 1
+    return (x >> e) + (1 if (x & mask) > (mask >> 1) + (1 if x < 0 else 0) else 0)
+
+
 _RULES = {"conv2d": _weighted, "depthwise_conv2d": _weighted, "linear": _weighted, "avg_pool2d": _pool,
           "max_pool2d": _pool, "global_avg_pool": _mean, "add": _add, "relu": _relu, "relu6": _relu,
           "quantize": _move, "reshape": _move, "flatten": _move, "pad": _move, "concat": _concat,
-          "mul": _mul}
+          "mul": _mul, "hard_swish": _hard_swish, "logistic": _logistic}
 
 
 def prepare(qmodel: QuantizedModel, kernels: str = "optimized") -> dict[str, Requant | None]:

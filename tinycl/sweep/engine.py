@@ -212,9 +212,12 @@ def _run(todo, out, results, address, workers, resume, target, progress, total) 
     prep = ray.remote(num_cpus=1)(prepare_group)
     trial_task = ray.remote(num_cpus=1, max_retries=0)(run_trial)
     pending = {}
-    for group in _groups(todo):
+    groups = _groups(todo)
+    threads = max(1, n_cpus // len(groups))  # a lone group's frozen pass gets every core, not one
+    for group in groups:
         record = out / "groups" / f"{hashlib.sha256(latent_key(group.cfgs[0]).encode()).hexdigest()[:12]}.json"
-        refs = prep.options(num_returns=len(group.cfgs) + 2).remote(group.cfgs, 1, str(record))
+        refs = prep.options(num_returns=len(group.cfgs) + 2, num_cpus=threads).remote(group.cfgs, threads,
+                                                                                      str(record))
         setups, ids, latents = refs[: len(group.cfgs)], refs[-2], refs[-1]
         for t, k in group.trials:
             d = trial_dir(out, t)
