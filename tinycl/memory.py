@@ -10,6 +10,7 @@ a NumPy array here, and `nbytes` adds up those arrays.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -32,6 +33,14 @@ def check_bits(bits, what: str = "memory bits") -> int:
     return bits
 
 
+def _physical_memory() -> int:
+    """Bytes of RAM of this machine (a memory larger than it can never be allocated)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
 class ReplayMemory:
     """Fixed-capacity storage of (sample, label) pairs.
 
@@ -49,6 +58,11 @@ class ReplayMemory:
             raise ConfigError(f"memory granularity {granularity!r}; allowed: tensor, channel")
         if range_method not in RANGE_METHODS:
             raise ConfigError(f"memory range {range_method!r}; allowed: {', '.join(RANGE_METHODS)}")
+        need = self.bytes_for(capacity, tuple(sample_shape), bits, granularity=granularity, n_classes=n_classes)
+        if need > _physical_memory():
+            raise ConfigError(f"a replay memory of {capacity:,} samples of shape {tuple(sample_shape)} at {bits} bits "
+                              f"needs {need:,} bytes, more than this machine's {_physical_memory():,}: lower "
+                              f"memory.capacity or memory.bits")
         self.capacity, self.sample_shape, self.bits = capacity, tuple(sample_shape), bits
         self.granularity, self.range_method = granularity, range_method
         self.values_per_sample = math.prod(self.sample_shape)

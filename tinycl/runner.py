@@ -237,10 +237,12 @@ def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, 
     return row, (correct / total if total else float("nan"))
 
 
-def _metrics(cfg: RunConfig, matrix: AccuracyMatrix, learner: Learner, seconds: float) -> dict:
-    """metrics.json: the same keys for every strategy; bits and bytes as the learner stores them."""
+def _metrics(cfg: RunConfig, setup: Setup, matrix: AccuracyMatrix, learner: Learner, seconds: float) -> dict:
+    """metrics.json: the same keys for every strategy; bits and bytes as the learner stores them; the data set by
+    its own name and class names (a generic loader's data set is not called after the loader)."""
     report = learner.memory_report()
-    return {"strategy": cfg.strategy, "bits": learner.stored_bits, **matrix.result(), "seconds": seconds,
+    return {"strategy": cfg.strategy, "data_set": setup.dataset.name, "classes": list(setup.dataset.classes),
+            "bits": learner.stored_bits, **matrix.result(), "seconds": seconds,
             "experiences_done": matrix.done, "accuracy_after_each": matrix.seen_accuracy[: matrix.done].tolist(),
             "memory_bytes": report, "replay_bytes": report["replay_memory"],
             "latents_computed": learner.encoder.computed, **learner.extra_metrics()}
@@ -325,18 +327,18 @@ def _run(cfg: RunConfig, out: Path | None, setup: Setup, saved: SavedLearner | N
         elapsed += time.perf_counter() - t0
         matrix.update(i, *evaluate(learner, setup.scenario, i))
         if out:
-            _write_results(out, _metrics(cfg, matrix, learner, elapsed), matrix)
+            _write_results(out, _metrics(cfg, setup, matrix, learner, elapsed), matrix)
             save_learner(out / "learner", cfg, setup, learner, matrix, elapsed)
         if on_experience:
-            on_experience(_metrics(cfg, matrix, learner, elapsed))
+            on_experience(_metrics(cfg, setup, matrix, learner, elapsed))
         if progress:
             progress(i)
-    metrics = _metrics(cfg, matrix, learner, elapsed)
+    metrics = _metrics(cfg, setup, matrix, learner, elapsed)
     if out:
         from tinycl.plots import plot_accuracy
 
         plot_accuracy({cfg.strategy: matrix.seen_accuracy[: matrix.done]}, out / "accuracy.png",
-                      title=f"{cfg.data.name}: accuracy on classes seen")
+                      title=f"{setup.dataset.name}: accuracy on classes seen")
     return metrics
 
 

@@ -72,8 +72,11 @@ def class_incremental(ds: Dataset, *, first_classes: int = 2, classes_per_experi
         class_order = list(rng.permutation(n)) if rng is not None else list(range(n))
     if sorted(class_order) != list(range(n)):
         raise ConfigError(f"class_order must be a permutation of 0..{n - 1}, got {class_order}")
-    if not (1 <= first_classes <= n and classes_per_experience >= 1):
-        raise ConfigError(f"first_classes must be in 1..{n} and classes_per_experience >= 1")
+    if not 1 <= first_classes <= n:
+        raise ConfigError(f"data.first_classes must be in 1..{n} (the classes of {ds.name!r}), got {first_classes}")
+    if not 1 <= classes_per_experience <= max(n - first_classes, 1):
+        raise ConfigError(f"data.classes_per_experience must be in 1..{max(n - first_classes, 1)} (the classes of "
+                          f"{ds.name!r} after experience 0), got {classes_per_experience}")
     groups = [class_order[:first_classes]]
     groups += [class_order[i: i + classes_per_experience] for i in range(first_classes, n, classes_per_experience)]
     train = tuple(_experience(i, ds.x_train, ds.y_train, np.flatnonzero(np.isin(ds.y_train, g)))
