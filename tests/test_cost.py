@@ -346,7 +346,7 @@ def test_index_split_of_a_tflite_config(tmp_path, monkeypatch, capsys):
     path = REPO / "benchmarks/configs/cifar10_mobilenet_qlr.toml"
     sets = _sets(_overrides(path, tmp_path))
     _, named, _ = _cost_cli([str(path), "--target", "vega", *sets], monkeypatch, capsys)
-    _, indexed, _ = _cost_cli([str(path), "--target", "vega", *sets, "--set", 'model.split="19"'], monkeypatch, capsys)
+    _, indexed, _ = _cost_cli([str(path), "--target", "vega", *sets, "--set", 'model.split=19'], monkeypatch, capsys)
     assert named.workload.split.layer == indexed.workload.split.layer == "Conv2d_10_depthwise"
     assert indexed.buffers == named.buffers
 

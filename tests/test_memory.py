@@ -115,3 +115,10 @@ def test_rows_unpacked_at_once_equal_the_codes(bits, length):
     np.testing.assert_array_equal(read_rows(buffer, rows, length, bits)[3], read_codes(buffer, rows[3] * length,
                                                                                      length, bits))
     assert read_rows(buffer, rows[:0], length, bits).shape == (0, length)
+
+
+def test_a_memory_larger_than_the_machine_is_refused_before_allocating():
+    from tinycl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"needs 1,310,730,000,000 bytes, more than this machine's"):
+        ReplayMemory(10**7, (512, 8, 8), 32)

@@ -16,7 +16,7 @@ from tinycl.runner import make_learner, prepare, run_experiment
 def cfg():
     root = require_shared_data("cifar10")
     model = require_shared_model("mobilenet_v1_0.25_128_quant.tflite")
-    return load_config(None, [f"model.arch='{model}'", "model.split='24'", "data.name='cifar10'",
+    return load_config(None, [f"model.arch='{model}'", "model.split=24", "data.name='cifar10'",
                               f"data.root='{root}'", "data.options.per_class=6", "data.first_classes=4",
                               "data.classes_per_experience=3", "memory.capacity=8", "memory.bits=4",
                               "train.epochs=1", "train.batch_size=8"])

@@ -13,7 +13,7 @@ import torch
 from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
 from tinycl.data.registry import load_dataset
 from tinycl.distill import DistillConfig
-from tinycl.errors import ConfigError
+from tinycl.errors import ConfigError, ModelError
 from tinycl.frozen import FloatInput
 from tinycl.memory import ReplayMemory
 from tinycl.model.build import build, get_weights
@@ -140,8 +140,9 @@ def test_split_at_the_last_layer_of_a_zoo_model_is_one_line():
 
 
 def test_split_by_index_and_untrained_setup():
-    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, split="2"))
+    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, split=2))
     setup = prepare(cfg, pretrain=False)
     assert setup.split.layer == "conv3" and setup.adaptive_spec == setup.split.adaptive_spec
-    assert prepare(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, split=2)),
-                   dataset=setup.dataset, pretrain=False).split.layer == "conv3"
+    with pytest.raises(ModelError, match=r"split layer '2' names no layer; an index is written without quotes"):
+        prepare(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, split="2")), dataset=setup.dataset,
+                pretrain=False)

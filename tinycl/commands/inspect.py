@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="layer table of a .tflite model: shapes, params, MACs, latent bytes",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="a quantized .tflite file")
-    p.add_argument("--split", default=None, metavar="LAYER", help="last frozen layer (name or index)")
+    p.add_argument("--split", default=None, metavar="LAYER", type=lambda s: int(s) if s.isdigit() else s,
+                   help="last frozen layer (name or index)")
     p.add_argument("--classes", type=int, default=None, metavar="N",
                    help="with --split: replace the classifier by a new N-class head")
     p.set_defaults(handler=run)

@@ -2,7 +2,7 @@
 
 `Split.at(spec, "conv3")` makes the output of layer `conv3` the latent: `conv3` is the last frozen layer,
 every layer after it is adaptive (trained on the device). The layer may be given by name, by its index in
-`tinycl inspect`'s table (an int or a string of digits), or as None / "input" (nothing frozen); the last layer
+`tinycl inspect`'s table (an integer; a string is always a name), or as None / "input" (nothing frozen); the last layer
 is allowed too (the adaptive stage is then empty, and an imported model gets a new head above it). The cut is
 checked once, here: it is valid only where the latent is the one tensor that crosses it (`valid_points`).
 """
@@ -43,10 +43,11 @@ def _index(spec: ModelSpec, layer: str | int | None) -> int:
     if isinstance(layer, bool) or not isinstance(layer, int | str):
         raise ModelError(f"split layer must be a layer name or an index, got {layer!r}")
     if isinstance(layer, str) and layer not in spec.names:
-        if not layer.isdigit():
-            raise ModelError(f"unknown split layer {layer!r}; allowed: input, a layer index 0.."
-                             f"{len(spec.layers) - 1}, or a name: {', '.join(spec.names)}")
-        layer = int(layer)
+        if layer.strip().isdigit():  # a TOML string names a layer: an index is an integer (split = 19)
+            raise ModelError(f"split layer {layer!r} names no layer; an index is written without quotes "
+                             f"(split = {layer.strip()}); allowed: input, 0..{len(spec.layers) - 1}, or a name")
+        raise ModelError(f"unknown split layer {layer!r}; allowed: input, a layer index 0.."
+                         f"{len(spec.layers) - 1}, or a name: {', '.join(spec.names)}")
     if isinstance(layer, int):
         if not 0 <= layer < len(spec.layers):
             raise ModelError(f"split index {layer} is out of range; allowed: 0..{len(spec.layers) - 1}")
