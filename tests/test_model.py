@@ -57,7 +57,9 @@ def test_split_is_an_object_and_composes():
         Split.at(spec, "conv9")
     last = Split.at(spec, len(spec.layers) - 1)  # the last layer, by index: nothing left to train
     assert last.layer == "head" and not last.adaptive_spec.layers
-    assert Split.at(spec, "2") == Split.at(spec, 2) == split  # indices as tinycl inspect numbers them
+    assert Split.at(spec, 2) == split  # an index as tinycl inspect numbers it
+    with pytest.raises(ModelError, match="an index is written without quotes"):  # a string names a layer
+        Split.at(spec, "2")
     with pytest.raises(ModelError, match="out of range"):
         Split.at(spec, len(spec.layers))
 

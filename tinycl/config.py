@@ -201,8 +201,8 @@ KEYS = {
                       "and input quantization; no pre-training, no normalisation)",
                       text="digits_cnn, mlp, mobilenet_v1, a `.tflite` file", test=_path_text),
     "model.split": Key('the last frozen layer (its output is the latent): a name or an index from `tinycl '
-                       'inspect` (an integer; a string always names a layer); `"input"`: nothing frozen, the whole model '
-                       'trains on the device and a memory holds inputs', 0, 10000,
+                       'inspect` (an integer; a string always names a layer); `"input"`: nothing frozen, the whole '
+                       'model trains on the device and a memory holds inputs', 0, 10000,
                        text="`input`, a layer before the last"),
     "model.frozen": Key("precision of the frozen stage: post-training quantized int8 (the integer executor) or "
                         "fp32", choices=("int8", "fp32")),
