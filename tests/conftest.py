@@ -101,3 +101,17 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def sanitized_runtime() -> tuple[Path, dict]:
+    """(the C runtime built with ASan + UBSan, the environment a Python subprocess loads it in), or a skip naming
+    what is missing (the compiler's libasan.so)."""
+    import subprocess
+
+    from tinycl.device.runtime import compile_library
+
+    libasan = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(libasan) or not os.path.exists(libasan):
+        pytest.skip("the compiler's AddressSanitizer runtime (libasan.so) is not installed")
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+    return compile_library(sanitize=True), env

@@ -5,7 +5,6 @@ and UndefinedBehaviorSanitizer."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sanitized_runtime
 
-from tinycl.device.runtime import compile_library
 from tinycl.device.trainer import DeviceTrainer
 from tinycl.errors import DataError, ModelError
 from tinycl.model.build import build, get_weights
@@ -204,11 +203,7 @@ SANITIZED_RUN = textwrap.dedent("""
 
 
 def test_training_step_under_address_and_undefined_sanitizers():
-    libasan = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    if not os.path.isabs(libasan) or not os.path.exists(libasan):
-        pytest.skip("the compiler's AddressSanitizer runtime (libasan.so) is not installed")
-    lib = compile_library(sanitize=True)
-    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+    lib, env = sanitized_runtime()
     code = SANITIZED_RUN.format(tests=str(Path(__file__).parent), lib=str(lib))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert "STEP OK" in run.stdout, run.stderr[-3000:]  # the step ran clean under both sanitizers

@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +15,7 @@ from tinycl.config import KEYS, RunConfig, config_from_dict, read_config_file
 from tinycl.errors import TinyclError
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import sanitized_runtime  # noqa: E402
 from litert_util import random_qmodel  # noqa: E402
 from test_intexec import spec_head  # noqa: E402
 
@@ -140,13 +140,7 @@ SANITIZED = textwrap.dedent("""
 
 
 def test_malformed_models_and_inputs_under_sanitizers():
-    from tinycl.device.runtime import compile_library
-
-    libasan = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    if not os.path.isabs(libasan) or not os.path.exists(libasan):
-        pytest.skip("the compiler's AddressSanitizer runtime (libasan.so) is not installed")
-    lib = compile_library(sanitize=True)
-    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+    lib, env = sanitized_runtime()
     code = SANITIZED.format(tests=str(Path(__file__).parent), lib=str(lib), n=60)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert "FUZZ OK" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
