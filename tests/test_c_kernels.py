@@ -95,6 +95,9 @@ CONV_CASES = [  # in_shape, out channels, kernel, stride, padding
     ((2, 5, 5), 3, (1, 1), (2, 2), "valid"),
     ((2, 7, 6), 3, (3, 3), (3, 2), "same"),
     ((1, 4, 4), 2, (4, 4), (1, 1), "valid"),
+    ((2, 8, 8), 3, (3, 3), (2, 2), "same"),  # 3 x 3 fast paths: stride 2 from an even column, stride 1 too narrow
+    ((2, 3, 2), 2, (3, 3), (1, 1), "same"),
+    ((2, 2, 3), 2, (3, 3), (2, 2), "same"),
 ]
 
 

@@ -20,7 +20,7 @@ from tinycl.config import load_config
 from tinycl.cost import model as cost_model
 from tinycl.cost import workload
 from tinycl.cost.model import Battery, estimate, place
-from tinycl.cost.targets import BUFFER_KINDS, TARGETS, Target, Tier, get_target
+from tinycl.cost.targets import BUFFER_KINDS, FLASH_KINDS, TARGETS, Target, Tier, get_target
 from tinycl.cost.workload import (
     MEMORY_REPORT_KEYS,
     Workload,
@@ -166,15 +166,16 @@ def _target(tiers, **kw) -> Target:
     return Target(**args, sources={k: "test" for k in names})
 
 
-RAM = BUFFER_KINDS[:-1]
+RAM = tuple(k for k in BUFFER_KINDS if k not in FLASH_KINDS)
 
 
 def test_fits_and_does_not_fit():
     sizes = buffers(tiny_workload())  # activations 1808, params 352 x 3, cache 1280, replay 255, frozen 120
-    ram = sum(v for k, v in sizes.items() if k != "frozen_weights")
-    flash = Tier("flash", 1000, ("frozen_weights",), {"size": "test"})
+    ram = sum(v for k, v in sizes.items() if k not in FLASH_KINDS)
+    flash = Tier("flash", 1000, FLASH_KINDS, {"size": "test"})
     where, used, over = place(sizes, _target([Tier("sram", ram, RAM, {"size": "test"}), flash]))
-    assert not over and used == {"sram": ram, "flash": 120} and set(where.values()) == {"sram", "flash"}
+    # flash: the frozen weights and the adaptive stage's initial weights (no code given, no requantization beyond)
+    assert not over and used == {"sram": ram, "flash": 120 + 352} and set(where.values()) == {"sram", "flash"}
     # 100 bytes short: the replay memory (placed last of the RAM buffers) overflows by exactly 100
     where, used, over = place(sizes, _target([Tier("sram", ram - 100, RAM, {"size": "test"}), flash]))
     assert [(o.kind, o.tier, o.free, o.over) for o in over] == [("replay", "sram", 155, 100)]
@@ -184,11 +185,11 @@ def test_fits_and_does_not_fit():
 def test_off_chip_tier_takes_the_overflow_and_costs_transfers():
     w = tiny_workload()
     sizes = buffers(w)
-    ram = sum(v for k, v in sizes.items() if k not in ("frozen_weights", "replay"))
+    ram = sum(v for k, v in sizes.items() if k not in (*FLASH_KINDS, "replay"))
     ext = Tier("ext", 10**6, ("replay",), {"size": "t", "bandwidth": "t", "energy_per_byte": "t",
                                            "retention_w": "t"},
                off_chip=True, bandwidth=1000.0, energy_per_byte=1e-3, retention_w=0.5)
-    tiers = [Tier("sram", ram, RAM, {"size": "test"}), Tier("flash", 1000, ("frozen_weights",), {"size": "t"}), ext]
+    tiers = [Tier("sram", ram, RAM, {"size": "test"}), Tier("flash", 1000, FLASH_KINDS, {"size": "t"}), ext]
     arena = sizes["activations"]
     r = estimate(w, _target(tiers), arena_bytes=arena)
     assert r.arena_source == "given"
@@ -209,7 +210,7 @@ def test_off_chip_tier_takes_the_overflow_and_costs_transfers():
 def test_time_energy_and_lifetime_by_hand():
     w = tiny_workload()
     r = estimate(w, _target([Tier("sram", 10**6, RAM, {"size": "t"}),
-                             Tier("flash", 10**6, ("frozen_weights",), {"size": "t"})]),
+                             Tier("flash", 10**6, FLASH_KINDS, {"size": "t"})]),
                  battery=Battery(1000, 3.0), period_s=10)
     frozen = 2 * 4 * 16 * 2 * 9  # 2 new samples x c1 (4 x 4x4 outputs x 2 inputs x 9 taps)
     fwd, wg, ig = 8 * (144 + 96 + 18), 8 * (144 + 96 + 18), 8 * (96 + 18)
@@ -223,7 +224,7 @@ def test_time_energy_and_lifetime_by_hand():
     # an experience: 20 new samples once through the frozen stage, 2 epochs x 10 mini-batches
     assert r.experience.macs["frozen_int8"] == 10 * frozen and r.experience.macs["forward"] == 20 * fwd
     slow = estimate(w, _target([Tier("sram", 10**6, RAM, {"size": "t"}),
-                                Tier("flash", 10**6, ("frozen_weights",), {"size": "t"})]), period_s=1e-4)
+                                Tier("flash", 10**6, FLASH_KINDS, {"size": "t"})]), period_s=1e-4)
     assert slow.lifetime_h is None and "longer than" in slow.notes[0]
 
 

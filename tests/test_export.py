@@ -25,7 +25,7 @@ from tinycl.device.runtime import load_library
 from tinycl.errors import ConfigError, ModelError
 from tinycl.export import DeviceLearner, export_project, fit, footprint, predicted, reference_lines
 from tinycl.export.learner import unsupported_ops
-from tinycl.export.project import TOOLS
+from tinycl.export.project import TOOLS, flash_nbytes, ram_nbytes
 
 DIGITS = REPO / "benchmarks/configs/digits_qlr.toml"
 SMALL = ["model.pretrain_epochs=2", "data.n_train=300", "data.n_test=100", "train.epochs=2"]
@@ -126,14 +126,13 @@ def test_cortex_m4f_under_qemu_prints_the_python_device_run(digits):
     assert "__aeabi_d" not in symbols and "fmaf" not in symbols  # no double arithmetic; vfma.f32 inline
 
 
-def test_ram_is_the_cost_models(digits):
-    """RAM of the ELF against the cost model's buffers (docs/firmware.md explains flash)."""
+def test_ram_and_flash_are_the_cost_models(digits):
+    """RAM and flash of the ELF (-O2) within 5% of the cost model's buffers (docs/firmware.md)."""
     require_tools("arm-none-eabi-gcc", "arm-none-eabi-size")
     dl, out, _ = digits
-    fp = footprint(out)
-    ram = sum(v for k, v in predicted(dl).items() if k != "frozen_weights")
-    assert abs(fp.ram - ram) <= 0.05 * ram
-    assert fp.flash > predicted(dl)["frozen_weights"]
+    fp, sizes = footprint(out), predicted(dl)
+    assert abs(fp.ram - ram_nbytes(sizes)) <= 0.05 * ram_nbytes(sizes)
+    assert abs(fp.flash - flash_nbytes(sizes)) <= 0.05 * flash_nbytes(sizes)
 
 
 def test_mobilenet_late_split_on_qemu(tmp_path):
@@ -147,6 +146,9 @@ def test_mobilenet_late_split_on_qemu(tmp_path):
     export_project(dl, tmp_path, experiences=2)
     reference = reference_lines(dl, experiences=2)
     assert qemu_run(tmp_path) == reference
+    # flash: the uint8 model's requantization records (multiplier, shift, weight zero point per channel) counted
+    flash = flash_nbytes(predicted(dl))
+    assert predicted(dl)["requant"] > 0 and abs(footprint(tmp_path).flash - flash) <= 0.05 * flash
 
 
 def test_power_loss_at_every_byte_of_a_save(tmp_path):

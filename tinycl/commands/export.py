@@ -37,6 +37,7 @@ def run(args) -> int:
     from tinycl.cost.targets import get_target
     from tinycl.errors import ConfigError
     from tinycl.export import DeviceLearner, export_project, fit, footprint, missing_tools
+    from tinycl.export.project import flash_nbytes, ram_nbytes
 
     if (args.config is None) == (args.run_dir is None):
         raise ConfigError("give a CONFIG or --from RUN_DIR (one of them)")
@@ -47,11 +48,14 @@ def run(args) -> int:
     plan = export_project(dl, args.out, args.experiences)
     print(f"wrote {args.out}: {dl.cfg.model.arch} split at {dl.cfg.model.split!r}, N = {dl.memory.capacity} "
           f"at {dl.memory.bits} bit, arena {plan.trainer.plan.size:,} B")
-    ram = sum(v for k, v in sizes.items() if k != "frozen_weights")
-    print(f"cost model ({target.name}): RAM {ram:,} B, flash (frozen weights) {sizes['frozen_weights']:,} B")
+    ram, flash = ram_nbytes(sizes), flash_nbytes(sizes)
+    print(f"cost model ({target.name}): RAM {ram:,} B, flash {flash:,} B (frozen stage "
+          f"{sizes['frozen_weights'] + sizes['requant']:,}, initial weights {sizes['initial_weights']:,}, code "
+          f"{sizes['code']:,})")
     if not missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size")):
         fp = footprint(args.out)
-        print(f"Cortex-M4F ELF (-O2): flash {fp.flash:,} B (code, constants, .data image), RAM {fp.ram:,} B "
-              f"(.data + .bss), state slots {fp.state:,} B")
+        print(f"Cortex-M4F ELF (-O2): flash {fp.flash:,} B ({(fp.flash - flash) / flash:+.1%}; code, constants, "
+              f".data image), RAM {fp.ram:,} B ({(fp.ram - ram) / ram:+.1%}; .data + .bss), state slots "
+              f"{fp.state:,} B")
     print(f"run: make -C {args.out} run-host   |   make -C {args.out} run-qemu")
     return 0

@@ -26,7 +26,11 @@ from tinycl.cost.workload import FP32, Workload, buffers, planned_arena_bytes
 from tinycl.errors import ConfigError
 from tinycl.flops import layer_macs
 
-__all__ = ["Battery", "Overflow", "Cost", "CostReport", "place", "estimate"]
+__all__ = ["Battery", "Overflow", "Cost", "CostReport", "place", "estimate", "NOT_MODELLED", "OPTIONAL_KINDS"]
+
+# flash contents besides the frozen weights: placed where a target's tiers say, not counted where none does
+OPTIONAL_KINDS = ("requant", "initial_weights", "code")
+NOT_MODELLED = "(not modelled)"
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,9 @@ def place(sizes: dict[str, int], target: Target, external: bool = True):
     """Greedy placement: buffers in BUFFER_KINDS order (most accessed first), each in the first tier (target
     order, fastest first) allowed to hold it with room left. Buffers are not split across tiers.
 
-    Returns ({kind: tier name or None}, {tier name: bytes used}, [Overflow])."""
+    Buffers of OPTIONAL_KINDS go nowhere (NOT_MODELLED) on a target none of whose tiers holds them.
+
+    Returns ({kind: tier name, None or NOT_MODELLED}, {tier name: bytes used}, [Overflow])."""
     tiers = [t for t in target.tiers if external or not t.off_chip]
     used = {t.name: 0 for t in tiers}
     where: dict[str, str | None] = {}
@@ -75,6 +81,9 @@ def place(sizes: dict[str, int], target: Target, external: bool = True):
         if n == 0:
             continue
         allowed = [t for t in tiers if kind in t.holds]
+        if kind in OPTIONAL_KINDS and not any(kind in t.holds for t in target.tiers):
+            where[kind] = NOT_MODELLED  # a target that does not model this part of its flash (e.g. VEGA's)
+            continue
         home = next((t for t in allowed if t.size - used[t.name] >= n), None)
         if home is not None:
             used[home.name] += n
@@ -206,7 +215,7 @@ def estimate(workload: Workload, target: Target, *, arena_bytes: int | None = No
     if arena_bytes is None:
         arena_bytes = planned_arena_bytes(workload)
         source = "planned" if arena_bytes is not None else "estimated"
-    sizes = buffers(workload, arena_bytes)
+    sizes = buffers(workload, arena_bytes, target.code_nbytes)
     where, used, overflows = place(sizes, target, external)
     tiers = {t.name: t for t in target.tiers}
     off = {t.name for t in target.tiers if t.off_chip}

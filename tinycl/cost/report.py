@@ -17,7 +17,8 @@ _ARENA = {"given": "the training arena as given",
                        "at the pass size (no gradient buffers)"}
 _LABELS = {"activations": "activations", "adaptive_weights": "adaptive weights (fp32)",
            "gradients": "gradients (fp32)", "momentum": "momentum (fp32)", "latent_cache": "new-latent cache",
-           "replay": "replay memory", "frozen_weights": "frozen weights"}
+           "replay": "replay memory", "frozen_weights": "frozen weights", "requant": "requantization records",
+           "initial_weights": "initial adaptive weights", "code": "runtime code"}
 
 
 def si(value: float, unit: str) -> str:

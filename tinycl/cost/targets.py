@@ -12,6 +12,10 @@ Buffer kinds a tier can hold (`Tier.holds`), in the order the placer fills them 
   latent_cache      int8 latents of the current experience's new samples (computed once, reused every epoch)
   replay            the replay memory: N packed Q-bit latents + quantizer parameters + labels
   frozen_weights    the frozen stage: int8 weights, int32 biases, per-channel scales (read-only)
+  requant           what the C runtime's int8 requantization records take beyond frozen_weights' scales: a
+                    multiplier and shift per output channel (a per-tensor scale is expanded), + the weight zero point
+  initial_weights   the adaptive stage's fp32 starting weights (read-only: copied into RAM at start-up)
+  code              the C runtime's code, constants and tables (Target.code_nbytes, measured from the ELF)
 Units: bytes, Hz, watts, joules, seconds.
 """
 
@@ -21,12 +25,13 @@ from dataclasses import dataclass, field, fields
 
 from tinycl.errors import ConfigError, ModelError
 
-__all__ = ["Tier", "Target", "TARGETS", "BUFFER_KINDS", "get_target"]
+__all__ = ["Tier", "Target", "TARGETS", "BUFFER_KINDS", "FLASH_KINDS", "get_target"]
 
 BUFFER_KINDS = ("activations", "adaptive_weights", "gradients", "momentum", "latent_cache", "replay",
-                "frozen_weights")
+                "frozen_weights", "requant", "initial_weights", "code")
 KiB, MiB = 1024, 1024 * 1024
 _RAM = ("activations", "adaptive_weights", "gradients", "momentum", "latent_cache", "replay")
+FLASH_KINDS = ("frozen_weights", "requant", "initial_weights", "code")  # read-only: non-volatile memory
 
 
 def _check_sources(obj, names: list[str]) -> None:
@@ -70,7 +75,8 @@ class Target:
     fwd_macs_per_cycle: fp32 forward kernels. bwd_macs_per_cycle: fp32 weight- and input-gradient kernels.
     int8_macs_per_cycle: int8 inference of the frozen stage. active_w: power while computing (cores + on-chip
     memories). sleep_w: retentive sleep between learning steps (on-chip memories kept). dma_overlap: off-chip
-    transfers run under compute (DMA double buffering) rather than stalling it."""
+    transfers run under compute (DMA double buffering) rather than stalling it. code_nbytes: flash the runtime's
+    code takes (0: not known, not counted)."""
 
     name: str
     title: str
@@ -84,9 +90,11 @@ class Target:
     dma_overlap: bool
     tiers: tuple[Tier, ...]
     sources: dict[str, str] = field(repr=False)
+    code_nbytes: int = 0
 
     def __post_init__(self):
-        names = [f.name for f in fields(self) if f.name not in ("name", "title", "tiers", "sources")]
+        skip = ("name", "title", "tiers", "sources") + (("code_nbytes",) if not self.code_nbytes else ())
+        names = [f.name for f in fields(self) if f.name not in skip]
         _check_sources(self, names)
         for key in ("clock_hz", "fwd_macs_per_cycle", "bwd_macs_per_cycle", "int8_macs_per_cycle", "active_w"):
             if getattr(self, key) <= 0:
@@ -121,7 +129,8 @@ def _sd_card() -> Tier:
         "assumption: a 1 GiB SD card (SPI/SDIO) as bulk store for the replay memory",
         "assumption: 10 MB/s sustained block reads over 4-bit SDIO",
         "assumption: ~80 mA at 3.3 V while transferring 10 MB/s -> ~25 nJ/B",
-        "assumption: flash is non-volatile; the card is power-gated during sleep (0 W)"), ("replay", "latent_cache"))
+        "assumption: flash is non-volatile; the card is power-gated during sleep (0 W)"),
+        ("replay", "latent_cache", "initial_weights"))
 
 
 def _psram(size_mib: int, bus: str) -> Tier:
@@ -188,6 +197,15 @@ _TCL_M4F_SOURCES = {
 }
 
 
+# The C runtime's flash besides the learner's arrays, MEASURED: `make -C fw size` (arm-none-eabi-size -A, GCC 12.2,
+# newlib-nano, -O2) of the exported MobileNet-V1 0.25 learner of docs/firmware.md, flash (.text + .data) minus its
+# frozen weights, biases, requantization records and initial adaptive weights: code (kernels, int8 stage, learner,
+# save/restore, libc), the layer tables and the start-up code. The digits learner links fewer int8 kernels (-2.6 KB).
+TCL_M4F_CODE_NBYTES = {"-O2": 30_868, "-Os": 23_532}
+_TCL_M4F_CODE_SOURCE = ("measured: flash of the exported MobileNet-V1 0.25 learner's Cortex-M4F ELF (-O2, "
+                        "arm-none-eabi-size) minus its weight arrays (docs/firmware.md)")
+
+
 def _cortex_m4f(name: str, title: str, mhz: float, sleep_w: float, sram: tuple[int, str], flash: tuple[int, str],
                 external: tuple[Tier, ...], sources: dict[str, str],
                 rates: tuple[float, float, float] = (0.12, 0.12, 0.5)) -> Target:
@@ -196,13 +214,15 @@ def _cortex_m4f(name: str, title: str, mhz: float, sleep_w: float, sram: tuple[i
     off-chip tiers. `sources` cites clock_hz, active_w and sleep_w (and may replace the shared citations)."""
     shared = {"cores": "datasheet: one Cortex-M4F", "fwd_macs_per_cycle": _TRAINLIB_M4,
               "bwd_macs_per_cycle": _TRAINLIB_M4, "int8_macs_per_cycle": _CMSIS_INT8,
-              "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)"}
+              "dma_overlap": "assumption: memory-mapped external memory stalls the core (no double buffering)",
+              "code_nbytes": _TCL_M4F_CODE_SOURCE}
     tiers = (Tier("SRAM", sram[0] * KiB, _RAM, {"size": sram[1]}),
-             Tier("flash", flash[0] * MiB, ("frozen_weights",), {"size": flash[1]}), *external)
+             Tier("flash", flash[0] * MiB, FLASH_KINDS, {"size": flash[1]}), *external)
     return Target(name=name, title=title, clock_hz=mhz * 1e6, cores=1, fwd_macs_per_cycle=rates[0],
                   bwd_macs_per_cycle=rates[1], int8_macs_per_cycle=rates[2], active_w=100e-6 * mhz * 3.3,
                   sleep_w=sleep_w,
-                  dma_overlap=False, tiers=tiers, sources={**shared, **sources})
+                  dma_overlap=False, tiers=tiers, sources={**shared, **sources},
+                  code_nbytes=TCL_M4F_CODE_NBYTES["-O2"])
 
 
 def _stm32l4(name: str, part: str, board: str, mhz: int, sleep_ua: float, bus: str, sram: tuple[int, str],
@@ -231,7 +251,7 @@ STM32H7 = Target(
     tiers=(
         Tier("SRAM", 1024 * KiB, _RAM, {"size": "STM32H743 summary: 1 MB RAM (AXI SRAM + SRAM1-4 + TCMs, "
                                                 "several blocks; treated as one)"}),
-        Tier("flash", 2 * MiB, ("frozen_weights",), {"size": "STM32H743 summary: 2 MB flash"}),
+        Tier("flash", 2 * MiB, FLASH_KINDS, {"size": "STM32H743 summary: 2 MB flash"}),
         _FMC_SDRAM,
         _sd_card(),
     ),
@@ -245,7 +265,9 @@ STM32H7 = Target(
                     "checked against the datasheet here)",
         "sleep_w": "assumption: Stop mode with SRAM retention ~0.3 mA at 3.3 V",
         "dma_overlap": "assumption: the core reads external SDRAM through its cache and stalls on misses",
+        "code_nbytes": "assumption: as the Cortex-M4F build (" + _TCL_M4F_CODE_SOURCE + "); Thumb-2 either way",
     },
+    code_nbytes=TCL_M4F_CODE_NBYTES["-O2"],
 )
 
 CORTEX_M4F = _cortex_m4f(

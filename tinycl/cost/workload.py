@@ -24,7 +24,7 @@ from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import ModelSpec
 from tinycl.model.split import Split
 
-__all__ = ["Workload", "buffers", "frozen_scratch_nbytes", "planned_arena_bytes",
+__all__ = ["Workload", "buffers", "requant_nbytes", "frozen_scratch_nbytes", "planned_arena_bytes",
            "MEMORY_REPORT_KEYS", "paper_workload", "build_learner", "from_config", "workload_of"]
 
 FP32 = 4
@@ -129,12 +129,32 @@ MEMORY_REPORT_KEYS = {"frozen_weights": "frozen_weights", "adaptive_weights": "a
                       "gradients": "gradients", "momentum": "optimizer_state", "replay": "replay_memory"}
 
 
-def buffers(w: Workload, arena_bytes: int | None = None) -> dict[str, int]:
+def requant_nbytes(frozen: ModelSpec) -> int:
+    """Bytes the C runtime's int8 requantization records (tinycl.device.int8.requant_fields, as `tinycl export`
+    writes them) take beyond the 8 bytes per weight scale `QuantizedModel.nbytes_for` counts: an int32 multiplier
+    and shift per output channel (a per-tensor scale is expanded) and, when non-zero in the runtime's int8 domain,
+    an int32 weight zero point per channel (uint8 models)."""
+    from tinycl.device.int8 import code_offset
+
+    total = 0
+    for layer in frozen.layers:
+        shapes = frozen.weight_shapes(layer)
+        if not shapes:
+            continue
+        channels, wq = shapes["weight"][0], layer.quant.weight if layer.quant is not None else None
+        scales = len(wq.scale) if wq is not None else channels
+        w_zero = wq is not None and any(z != code_offset(wq) for z in wq.zero_point)
+        total += (12 if w_zero else 8) * channels - 8 * scales
+    return total
+
+
+def buffers(w: Workload, arena_bytes: int | None = None, code_nbytes: int = 0) -> dict[str, int]:
     """Bytes of every device buffer, by kind (cost.targets.BUFFER_KINDS), each from the code that allocates it.
 
     arena_bytes: the training arena if known (planned_arena_bytes, or measured); otherwise the kept-activation
     estimate of `activation_nbytes` is used. Training and frozen inference share the arena (they never run
-    at the same time), so it is the larger of the two."""
+    at the same time), so it is the larger of the two. code_nbytes: the runtime's code (Target.code_nbytes);
+    the read-only kinds (cost.targets.FLASH_KINDS) are what the device's flash holds."""
     adaptive, frozen = w.adaptive_spec, w.split.frozen_spec
     params = adaptive.num_params() * FP32  # fp32 torch parameters, as memory_report counts them
     train = arena_bytes if arena_bytes is not None else activation_nbytes(adaptive, w.micro_batch)
@@ -150,6 +170,9 @@ def buffers(w: Workload, arena_bytes: int | None = None) -> dict[str, int]:
         "latent_cache": cached * latent if frozen.layers else 0,
         "replay": replay,
         "frozen_weights": QuantizedModel.nbytes_for(frozen) if w.frozen_bits == 8 else frozen.num_params() * FP32,
+        "requant": requant_nbytes(frozen) if w.frozen_bits == 8 else 0,
+        "initial_weights": params,
+        "code": code_nbytes,
     }
 
 

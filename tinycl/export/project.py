@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinycl.cost.model import place
-from tinycl.cost.targets import Target
+from tinycl.cost.targets import FLASH_KINDS, TCL_M4F_CODE_NBYTES, Target
 from tinycl.cost.workload import buffers, planned_arena_bytes, workload_of
 from tinycl.device.runtime import CSRC
 from tinycl.errors import ConfigError
@@ -24,7 +24,8 @@ from tinycl.export.codegen import TEMPLATES, Plan, generate
 from tinycl.export.learner import DeviceLearner
 from tinycl.export.scenario import write_scenario
 
-__all__ = ["export_project", "fit", "footprint", "predicted", "Footprint", "BOARD_FILES", "TOOLS"]
+__all__ = ["export_project", "fit", "flash_nbytes", "footprint", "predicted", "ram_nbytes", "Footprint", "BOARD_FILES",
+           "TOOLS"]
 
 BOARD_FILES = ("main.c", "platform.h", "platform_host.c", "platform_qemu.c", "startup_mps2.c", "mps2_an386.ld",
                "Makefile")
@@ -33,18 +34,27 @@ TOOLS = {"arm-none-eabi-gcc": "gcc-arm-none-eabi", "arm-none-eabi-size": "binuti
          "qemu-system-arm": "qemu-system-arm"}
 
 
-def predicted(dl: DeviceLearner) -> dict[str, int]:
+def predicted(dl: DeviceLearner, code_nbytes: int = TCL_M4F_CODE_NBYTES["-O2"]) -> dict[str, int]:
     """The cost model's buffers (tinycl.cost.workload.buffers) for this learner as the firmware runs it: one sample
     per pass, the whole arena planned (weights, gradients, momentum, one sample's tensors), the largest experience's
-    latents buffered."""
+    latents buffered; `code_nbytes` of runtime code (default: the measured Cortex-M4F -O2 build)."""
     w = workload_of(dl.cfg, dl.setup, dl.learner, samples_per_experience=dl.max_new, micro_batch=1)
-    return buffers(w, planned_arena_bytes(w))
+    return buffers(w, planned_arena_bytes(w), code_nbytes)
+
+
+def flash_nbytes(sizes: dict[str, int]) -> int:
+    """Flash of the cost model's buffers: the read-only kinds (cost.targets.FLASH_KINDS)."""
+    return sum(n for k, n in sizes.items() if k in FLASH_KINDS)
+
+
+def ram_nbytes(sizes: dict[str, int]) -> int:
+    return sum(n for k, n in sizes.items() if k not in FLASH_KINDS)
 
 
 def fit(dl: DeviceLearner, target: Target) -> dict[str, int]:
     """The cost model's buffers, placed on `target`'s on-chip memories; ConfigError naming the tier and the
     overflow in bytes if one does not fit."""
-    sizes = predicted(dl)
+    sizes = predicted(dl, target.code_nbytes)
     _, _, overflows = place(sizes, target, external=False)
     if overflows:
         o = overflows[0]
