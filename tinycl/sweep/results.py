@@ -103,10 +103,11 @@ def summary_rows(rows: list[dict], axes: list[str], seed_axis: str = "seed") -> 
         ok = [r for r in members if r["status"] == "ok"]
         row = {a: members[0][a] for a in keys}
         row.update(runs=len(members), finished=len(ok))
-        for name in ("final_accuracy", "forgetting", "device_bytes", "seconds"):
+        for name, fmt in (("final_accuracy", "{:.4f}"), ("forgetting", "{:.4f}"), ("device_bytes", "{:,.0f}"),
+                          ("seconds", "{:.1f}")):
             vals = [r[name] for r in ok if r[name] is not None]
-            row[name] = (f"{np.mean(vals):.4f} +- {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.4f}"
-                         if vals else "")
+            sd = f" +- {fmt.format(np.std(vals, ddof=1))}" if len(vals) > 1 else ""
+            row[name] = fmt.format(np.mean(vals)) + sd if vals else ""
         out.append(row)
     return out
 
