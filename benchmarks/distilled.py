@@ -191,58 +191,53 @@ def claims(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _panels(runs: list[dict], path: Path, xlabel: str, ylabel: str, draw) -> None:
+    """One panel per benchmark, draw(ax, name) filling it; a shared y label and legend; written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["benchmark"] for r in runs))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        draw(ax, name)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(runs: list[dict], out: Path) -> None:
     names = list(dict.fromkeys(r["benchmark"] for r in runs))
     for name in names:
         curves = {row: np.mean([r["accuracy_after_each"] for r in runs if r["benchmark"] == name and r["row"] == row],
                                axis=0) for row in ROWS}
         plot_accuracy(curves, out / f"distilled_{name}.png", title=f"{name}: accuracy on classes seen (mean of seeds)")
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    def draw(ax, name):
         for row in ROWS:
             rs = [r for r in runs if r["benchmark"] == name and r["row"] == row]
-            x = [r["train_flops"] / 1e9 for r in rs]
-            y = [100 * r["final_accuracy"] for r in rs]
-            ax.scatter(x, y, s=14, label=row)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("training GFLOP (adaptive stage)", fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final accuracy (%)")
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "distilled_flops.png", dpi=110)
-    plt.close(fig)
+            ax.scatter([r["train_flops"] / 1e9 for r in rs], [100 * r["final_accuracy"] for r in rs], s=14, label=row)
+
+    _panels(runs, out / "distilled_flops.png", "training GFLOP (adaptive stage)", "final accuracy (%)", draw)
 
 
 def plot_flops_curve(runs: list[dict], out: Path) -> None:
     """Cumulative training FLOPs after each experience (mean of seeds): growth beside the fixed models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(dict.fromkeys(r["benchmark"] for r in runs))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    def draw(ax, name):
         for row in ("distilled", "distilled + growth", "fixed large + distilled"):
             curves = [np.cumsum(r["train_flops_per_experience"]) for r in runs
                       if r["benchmark"] == name and r["row"] == row]
             if curves:
                 n = min(len(c) for c in curves)
                 ax.plot(np.mean([c[:n] for c in curves], axis=0) / 1e9, marker="o", label=row)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("experience", fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("training GFLOP so far")
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "distilled_flops_curve.png", dpi=110)
-    plt.close(fig)
+
+    _panels(runs, out / "distilled_flops_curve.png", "experience", "training GFLOP so far", draw)
 
 
 def iterations_sweep(name: str, seeds: list[int], data_root: str | None, iterations=(0, 50, 200, 1000),

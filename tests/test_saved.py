@@ -100,14 +100,20 @@ def test_predict_command_prints_labels_and_writes_csv(finished, tmp_path, capsys
     _one_line_error(capsys, "obj.npy")
 
 
+def _start_slow(config, out, marker):
+    """A slow run in a subprocess, returned once it has written `marker` (mid-run, holding the lock) or ended."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW, str(config), str(out), str(marker)], cwd=REPO)
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def test_resume_after_kill_9_equals_an_uninterrupted_run_without_pretraining(config, finished, tmp_path,
                                                                               monkeypatch, capsys):
     out, marker = tmp_path / "cut", tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW, str(config), str(out), str(marker)], cwd=REPO)
+    proc = _start_slow(config, out, marker)
     try:
-        deadline = time.time() + 120
-        while not marker.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
         assert marker.exists()
         os.kill(proc.pid, signal.SIGKILL)  # holding the lock: the kernel releases it
     finally:
@@ -172,11 +178,8 @@ def test_a_damaged_learner_is_one_line_and_nothing_is_overwritten(finished, tmp_
 
 def test_two_runs_on_one_folder_cannot_both_write(config, tmp_path, capsys):
     out, marker = tmp_path / "busy", tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW, str(config), str(out), str(marker)], cwd=REPO)
+    proc = _start_slow(config, out, marker)
     try:
-        deadline = time.time() + 120
-        while not marker.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
         before = (out / "metrics.json").read_bytes()
         for extra in ([], ["--set", "memory.bits=8"]):  # the same config, and another one
             assert main(["run", str(config), "--out", str(out), "--no-progress", *extra]) == 2
