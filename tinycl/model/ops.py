@@ -170,21 +170,21 @@ def _batch_renorm(layer, ins, p):
     d = clip((mu_B - mu) / sigma, -d_max, d_max) held constant (no gradient), then the running statistics move
     by BRN_MOMENTUM towards the batch's (biased variance). Eval mode: the running statistics normalize."""
     x = ins[0]
-    axes, view = (0, *range(2, x.dim())), (1, -1, *(1,) * (x.dim() - 2))
-    std = torch.sqrt(p.running_var + BRN_EPS)
     if not p.training:
-        xhat = (x - p.running_mean.view(view)) / std.view(view)
-    else:
-        r_max, d_max = getattr(p, "r_max", BRN_LIMITS[0]), getattr(p, "d_max", BRN_LIMITS[1])
-        mu, var = x.mean(axes), x.var(axes, unbiased=False)
-        sigma = torch.sqrt(var + BRN_EPS)
-        r = (sigma / std).detach().clamp(1 / r_max, r_max)
-        d = ((mu - p.running_mean) / std).detach().clamp(-d_max, d_max)
-        xhat = (x - mu.view(view)) / sigma.view(view) * r.view(view) + d.view(view)
-        with torch.no_grad():
-            p.running_mean += BRN_MOMENTUM * (mu - p.running_mean)
-            p.running_var += BRN_MOMENTUM * (var - p.running_var)
-    return activate(xhat * p.weight.view(view) + p.bias.view(view), layer.activation)
+        y = F.batch_norm(x, p.running_mean, p.running_var, p.weight, p.bias, training=False, eps=BRN_EPS)
+        return activate(y, layer.activation)
+    r_max, d_max = getattr(p, "r_max", BRN_LIMITS[0]), getattr(p, "d_max", BRN_LIMITS[1])
+    with torch.no_grad():
+        var, mu = torch.var_mean(x, (0, *range(2, x.dim())), unbiased=False)
+        std = torch.sqrt(p.running_var + BRN_EPS)
+        r = (torch.sqrt(var + BRN_EPS) / std).clamp(1 / r_max, r_max)
+        d = ((mu - p.running_mean) / std).clamp(-d_max, d_max)
+        p.running_mean += BRN_MOMENTUM * (mu - p.running_mean)
+        p.running_var += BRN_MOMENTUM * (var - p.running_var)
+    # gamma * ((x - mu_B) / sigma_B * r + d) + beta is batch normalization with weight gamma * r and bias
+    # gamma * d + beta: one fused kernel, whose gradient flows through mu_B and sigma_B as the formula's does
+    y = F.batch_norm(x, None, None, p.weight * r, p.weight * d + p.bias, training=True, eps=BRN_EPS)
+    return activate(y, layer.activation)
 
 
 def _explicit_pad(layer, ins: list[Shape]) -> Shape:
