@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from tinycl.device.arena import LayerPlan, training_schedule
-from tinycl.device.runtime import CSRC, OPT_FLAGS, WARNING_FLAGS, conv_shape, ffi, load_library
 from tinycl.device.trainer import DeviceTrainer
 from tinycl.model.build import build
 from tinycl.model.mobilenet import mobilenet_v1
 from tinycl.model.spec import ModelSpec
 from tinycl.model.split import Split
+from tinycl.runtime import CSRC, OPT_FLAGS, WARNING_FLAGS, conv_shape, ffi, load_library
 
 WEIGHTED = ("conv2d", "depthwise", "pointwise", "linear")
 PHASES = ("forward", "weight_grad", "input_grad")

@@ -57,11 +57,13 @@ def recipe(cfg: dict) -> str:
 
 
 def where(runs, *, layer=DEFAULT_LAYER, protocol="split-cifar10", n=1500, learner=None, bits=None,
-          rng=None) -> list[dict]:
-    """Test-set runs (not the held-out lr search) matching every given value (None: any)."""
+          rng=None, new="quantized") -> list[dict]:
+    """Test-set runs (not the held-out lr search) matching every given value (None: any); `new`: how new latents
+    reached the adaptive stage (memory.new_latents; fp32 memories have one form only, so they match both)."""
     def ok(r):
         c = r["cfg"]
         return (not c.get("data.validation") and (layer is None or c.get("model.split") == layer)
+                and (c.get("memory.bits") == 32 or c.get("memory.new_latents", "exact") == new)
                 and c.get("data.protocol") == protocol and (n is None or c.get("memory.capacity") == n)
                 and (learner is None or recipe(c) == learner) and (bits is None or c.get("memory.bits") == bits)
                 and (rng is None or c.get("memory.range") == rng))
@@ -142,6 +144,19 @@ def bits_table(runs) -> list[str]:
         d_avg = "-" if bits == 32 else fmt_delta(paired(rs, fp32, "avg"))
         lines.append(f"| {q(bits)} | {rng} | {stats(rs)} | {d_final} | {stats(rs, 'avg')} | {d_avg} | "
                      f"{rs[0]['replay']:,} | {ratio} |")
+    return lines
+
+
+def new_latents_table(runs) -> list[str]:
+    """Q-bit memories with new latents exact (only replayed ones are Q-bit) against quantized, paired by seed."""
+    exact = where(runs, learner="AR1*-style LR", new="exact")
+    lines = ["| Q | range | new latents exact % | new latents quantized % | quantized - exact (SE, pairs) |",
+             "|---|---|---|---|---|"]
+    for bits, rng in sorted({(r["cfg"]["memory.bits"], r["cfg"]["memory.range"]) for r in exact
+                             if r["cfg"]["memory.bits"] != 32}, key=lambda k: (-k[0], k[1])):
+        e = [r for r in exact if (r["cfg"]["memory.bits"], r["cfg"]["memory.range"]) == (bits, rng)]
+        qz = where(runs, learner="AR1*-style LR", bits=bits, rng=rng)
+        lines.append(f"| {bits} | {rng} | {stats(e)} | {stats(qz)} | {fmt_delta(paired(qz, e))} |")
     return lines
 
 
@@ -228,7 +243,10 @@ def report(runs: list[dict], pareto_name: str | None) -> str:
              *lr_table(runs), "",
              "### Learners at each replay layer (split-CIFAR-10, N = 1500)", "", *layer_table(runs), "",
              f"### Bits at the default layer ({DEFAULT_LAYER}, N = 1500, AR1*-style learner)", "",
-             *bits_table(runs), "", "### Number of latents (default layer, range max)", "", *n_table(runs), "",
+             *bits_table(runs), "",
+             "### New latents exact or in the memory's form (default layer, N = 1500, AR1*-style learner)", "",
+             *new_latents_table(runs), "",
+             "### Number of latents (default layer, range max)", "", *n_table(runs), "",
              "### NIC-style stream (default layer)", "", *nic_table(runs), "",
              "### Anchors", "", *ANCHORS, "", "### The issue's bars", "", *checks(runs), ""]
     if pareto_name:

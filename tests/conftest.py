@@ -108,7 +108,7 @@ def sanitized_runtime() -> tuple[Path, dict]:
     what is missing (the compiler's libasan.so)."""
     import subprocess
 
-    from tinycl.device.runtime import compile_library
+    from tinycl.runtime import compile_library
 
     libasan = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     if not os.path.isabs(libasan) or not os.path.exists(libasan):

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from tinycl.device.runtime import HEADER, declarations, ffi, load_library, prototypes
 from tinycl.errors import DataError
+from tinycl.runtime import HEADER, declarations, ffi, load_library, prototypes
 
 
 @pytest.fixture(scope="module")

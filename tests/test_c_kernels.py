@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from conftest import require_shared_model
 
 from tinycl.device.int8 import DeviceIntegerModel
-from tinycl.device.runtime import conv_shape, load_library
 from tinycl.errors import ModelError
 from tinycl.model.build import build, get_weights
 from tinycl.model.spec import Layer, ModelSpec
@@ -23,6 +22,7 @@ from tinycl.quant.fixedpoint import TIES, multiply_by_quantized_multiplier, quan
 from tinycl.quant.intexec import KERNELS, IntegerModel, quantize_input
 from tinycl.quant.ptq import quantize_model
 from tinycl.quant.qparams import dequantize
+from tinycl.runtime import conv_shape, load_library
 
 RTOL = 1e-5
 
@@ -109,11 +109,26 @@ def test_conv2d(lib, case, bias):
     run_weighted(lib, "conv2d", layer, in_shape, seed=case)
 
 
+# 3 x 3 depthwise on the planes of MobileNet's late layers and around them: each kind of border row and column of
+# depthwise.c's specialised code (SAME at even and odd sizes, symmetric, VALID) and the planes too small for it
+DEPTHWISE_CASES = [(shape, stride, pad) for shape in ((4, 8, 8), (3, 4, 4), (3, 7, 7), (2, 5, 6))
+                   for stride in (1, 2) for pad in ("same", "valid", (1, 1, 1, 1))]
+DEPTHWISE_CASES += [((2, 2, 2), 1, "same"), ((2, 1, 3), 2, "same"), ((2, 8, 8), 2, (2, 2, 2, 2)),
+                    ((2, 3, 3), 2, (0, 1, 1, 0)), ((2, 6, 5), 1, (2, 0, 0, 2))]
+
+
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
 def test_depthwise(lib, case):
     in_shape, _, k, s, pad = CONV_CASES[case]
     layer = Layer("dw", "depthwise_conv2d", kernel=k, stride=s, padding=pad, bias=case % 2 == 0)
     run_weighted(lib, "depthwise", layer, in_shape, seed=10 + case)
+
+
+@pytest.mark.parametrize("case", range(len(DEPTHWISE_CASES)))
+def test_depthwise_3x3(lib, case):
+    in_shape, stride, pad = DEPTHWISE_CASES[case]
+    layer = Layer("dw", "depthwise_conv2d", kernel=(3, 3), stride=(stride, stride), padding=pad, bias=case % 2 == 1)
+    run_weighted(lib, "depthwise", layer, in_shape, seed=100 + case)
 
 
 @pytest.mark.parametrize("in_shape,cout", [((5, 3, 7), 6), ((16, 8, 8), 9), ((1, 1, 1), 1), ((7, 4, 4), 13),
@@ -360,7 +375,7 @@ def test_batchrenorm_kernels_match_torch(lib, shape, r_max, d_max):
 
     moments = np.zeros(2 * c, np.float32)
     for s in xs:
-        lib.batchrenorm_moments(c, hw, np.ascontiguousarray(s), moments)
+        lib.batchrenorm_moments(c, hw, np.ascontiguousarray(s), None, moments)
     count = len(xs) * hw
     mu = moments[:c] / count
     sigma = np.sqrt(np.maximum(moments[c:] / count - mu * mu, 0) + BRN_EPS)

@@ -144,6 +144,80 @@ def test_device_reads_the_module_weights_each_step():
     assert_same_weights(get_weights(module), get_weights(twin))
 
 
+def renorm_stage() -> ModelSpec:
+    """Batch renormalization after a pointwise, a depthwise (strided) and a linear layer (features: C x 1 x 1), the
+    first right after the stage input (no input gradient), as insert_batch_renorm places them."""
+    return ModelSpec((4, 6, 6), (
+        Layer("in/brn", "batch_renorm"),
+        Layer("pw", "conv2d", channels=8), Layer("pw/brn", "batch_renorm", activation="relu6"),
+        Layer("dw", "depthwise_conv2d", kernel=(3, 3), stride=(2, 2), padding="same"),
+        Layer("dw/brn", "batch_renorm", activation="relu"),
+        Layer("gap", "global_avg_pool"), Layer("fc", "linear", channels=6),
+        Layer("fc/brn", "batch_renorm", activation="relu"), Layer("head", "linear", channels=5),
+    ), name="renorm_stage")
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_batch_renorm_steps_match_torch(warmup):
+    """Train mode: batch statistics over the mini-batch, r and d clipped (ramped over `warmup` steps as the learner
+    does), gradients through mean_B and sigma_B; the running statistics move every step. Then eval mode."""
+    from tinycl.model.ops import BRN_LIMITS
+
+    spec = renorm_stage()
+    module = build(spec, generator=torch.Generator().manual_seed(5)).train()
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():  # running statistics away from the batch's, so that r and d clip
+        for name, buf in module.named_buffers():
+            buf.copy_(torch.randn(buf.shape, generator=g) * 0.5 if name.endswith("mean")
+                      else torch.rand(buf.shape, generator=g) * 2 + 0.3)
+    twin = copy.deepcopy(module)
+    opt = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    dev = DeviceTrainer(twin, lr=0.05, momentum=0.9, weight_decay=5e-4, brn_warmup=warmup)
+    rng = np.random.default_rng(3)
+    for step in range(1, 5):
+        t = min(1.0, step / warmup) if warmup else 1.0  # tinycl.learners.base.Learner._renorm_limits
+        for layer in spec.layers:
+            if layer.op == "batch_renorm":
+                p = module.params[layer.name]
+                p.r_max, p.d_max = 1.0 + (BRN_LIMITS[0] - 1.0) * t, BRN_LIMITS[1] * t
+        x = rng.uniform(0, 3, (5 + step, *spec.input_shape)).astype(np.float32)
+        y = rng.integers(0, 5, len(x))
+        want = torch_step(module, opt, x, y)
+        assert dev.step(x, y, brn_step=step) == pytest.approx(want, rel=RTOL)
+    want, got = get_weights(module), get_weights(twin)
+    assert "running_var" in got["pw/brn"]
+    for layer in want:
+        for key in want[layer]:
+            # a bias right before batch renormalization has a zero gradient in exact arithmetic: its value is
+            # rounding noise plus weight decay, compared against the layer's weight scale
+            scale = float(np.abs(want[layer]["weight" if key == "bias" else key]).max()) or 1.0
+            np.testing.assert_allclose(got[layer][key], want[layer][key], rtol=RTOL, atol=RTOL * scale,
+                                       err_msg=f"{layer} {key}")
+    module.eval()
+    with torch.no_grad():
+        logits = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(dev.forward(x), logits, rtol=RTOL, atol=RTOL * np.abs(logits).max())
+
+
+def test_batch_renorm_statistics_are_the_batchs():
+    """One step's statistics in the arena: mean_B, sigma_B of each layer's input, and the running statistics moved
+    by BRN_MOMENTUM towards them (first layer: the stage input itself)."""
+    from tinycl.model.ops import BRN_EPS, BRN_MOMENTUM
+
+    spec = renorm_stage()
+    module = build(spec, generator=torch.Generator().manual_seed(7))
+    dev = DeviceTrainer(module, lr=0.01)
+    x = np.random.default_rng(4).uniform(1, 5, (9, *spec.input_shape)).astype(np.float32)
+    mean, var = x.mean((0, 2, 3), dtype=np.float64), x.var((0, 2, 3), dtype=np.float64)
+    dev.step(x, np.arange(9) % 5)
+    stats = dev.view("in/brn.stats").reshape(4, -1)
+    np.testing.assert_allclose(stats[0], mean, rtol=1e-6)
+    np.testing.assert_allclose(stats[1], np.sqrt(var + BRN_EPS), rtol=1e-6)
+    p = module.params["in/brn"]
+    np.testing.assert_allclose(p.running_mean.numpy(), BRN_MOMENTUM * mean, rtol=1e-6)
+    np.testing.assert_allclose(p.running_var.numpy(), 1 + BRN_MOMENTUM * (var - 1), rtol=1e-6)
+
+
 def test_user_errors():
     module = build(mobilenet_like(), generator=torch.Generator().manual_seed(0))
     dev = DeviceTrainer(module, lr=0.1)
@@ -169,7 +243,7 @@ SANITIZED_RUN = textwrap.dedent("""
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_device_trainer import every_op, torch_and_device, batch, torch_step, assert_same_weights
-    from tinycl.device.runtime import Library, ffi
+    from tinycl.runtime import Library, ffi
     from tinycl.device.trainer import DeviceTrainer
     from tinycl.model.build import get_weights
     lib = Library({lib!r})
@@ -182,6 +256,12 @@ SANITIZED_RUN = textwrap.dedent("""
         torch_step(module, opt, x, y)
         dev.step(x, y)
     assert_same_weights(get_weights(module), get_weights(twin))
+    from test_device_trainer import renorm_stage  # batch renormalization's passes over the batch, and eval mode
+    from tinycl.model.build import build
+    brn = DeviceTrainer(build(renorm_stage()), lr=0.05, momentum=0.9, library=lib)
+    x = rng.uniform(0, 3, (5, 4, 6, 6)).astype(np.float32)
+    brn.step(x, np.arange(5) % 5, brn_step=1)
+    assert np.isfinite(brn.forward(x)).all()
     packed_from = np.arange(13, dtype=np.uint8) % 8
     packed = np.zeros(5, np.uint8)
     lib.pack_codes(packed_from, 13, 3, packed)

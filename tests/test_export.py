@@ -21,11 +21,11 @@ from conftest import REPO, missing_reference, require_shared_model
 
 from tinycl.config import load_config
 from tinycl.device.rng import PortableRng
-from tinycl.device.runtime import load_library
 from tinycl.errors import ConfigError, ModelError
 from tinycl.export import DeviceLearner, export_project, fit, footprint, predicted, reference_lines
 from tinycl.export.learner import unsupported_ops
 from tinycl.export.project import TOOLS, flash_nbytes, ram_nbytes
+from tinycl.runtime import load_library
 
 DIGITS = REPO / "benchmarks/configs/digits_qlr.toml"
 SMALL = ["model.pretrain_epochs=2", "data.n_train=300", "data.n_test=100", "train.epochs=2"]

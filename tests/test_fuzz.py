@@ -108,7 +108,7 @@ SANITIZED = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_fuzz import model_bytes
     from tinycl.device.int8 import DeviceIntegerModel
-    from tinycl.device.runtime import Library
+    from tinycl.runtime import Library
     from tinycl.errors import TinyclError
     from tinycl.model.tflite import load_tflite
     from tinycl.quant.intexec import quantize_input

@@ -122,6 +122,19 @@ def test_add_outputs_keeps_old_logits():
     assert np.all(_outputs(zero_spec, zero_w, x)[:, 4:] == 0)
 
 
+def test_add_outputs_through_a_trailing_flatten():
+    """Imported TFLite classifiers end in a 1x1 conv and a flatten (MobileNet's Conv2d_1c_1x1, SpatialSqueeze)."""
+    spec = ModelSpec((3, 1, 1), (Layer("logits", "conv2d", channels=4, kernel=(1, 1)), Layer("squeeze", "flatten")))
+    weights = _random(spec)
+    x = np.random.default_rng(1).random((5, 3, 1, 1)).astype(np.float32)
+    grown, w2 = add_outputs(spec, weights, 2, np.random.default_rng(0), scale=1.0)
+    assert grown.output_shape() == (6,) and [ly.op for ly in grown.layers] == ["conv2d", "flatten"]
+    np.testing.assert_allclose(_outputs(grown, w2, x)[:, :4], _outputs(spec, weights, x), atol=1e-6, rtol=0)
+    with pytest.raises(ModelError, match="last weighted layer 'pool' is 'avg_pool2d'"):
+        add_outputs(ModelSpec((3, 4, 4), (Layer("pool", "avg_pool2d", kernel=(4, 4)), Layer("f", "flatten"))), {}, 1,
+                    np.random.default_rng(0))
+
+
 @pytest.mark.parametrize("layers,name,width,message", [
     ([Layer("h", "linear", channels=3)], "h", 5, "read by 0 layers"),
     ([Layer("h", "linear", channels=3), Layer("o", "linear", channels=2)], "h", 2, "never removes units"),

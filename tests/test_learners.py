@@ -177,7 +177,33 @@ def test_ar1_recipe_options_train(setup):
     np.testing.assert_array_equal(again.head_.cw_, learner.head_.cw_)
 
 
-@pytest.mark.parametrize("key,value", [("clip_norm", 1.0), ("head_lr_factor", 10.0), ("batch_renorm", True)])
+@pytest.mark.parametrize("key,value", [("clip_norm", 1.0), ("head_lr_factor", 10.0)])
 def test_device_mode_refuses_what_the_c_step_lacks(key, value):
     with pytest.raises(ConfigError, match=rf"^train\.{key} is not supported with train\.device"):
         TrainConfig(device=True, **{key: value})
+
+
+def test_new_latents_quantized_reach_the_adaptive_stage_as_stored(setup):
+    """memory.new_latents = "quantized": new latents are trained on and predicted from in the memory's Q-bit form
+    (calibrated on experience 0 before the first step); "exact" leaves them as the frozen stage gives them."""
+    cfg = replace(TINY, memory=replace(TINY.memory, new_latents="quantized"))
+    learner = make_learner(cfg, setup)
+    seen = []
+    train = learner._train
+    learner._train = lambda z, y, lr: (seen.append(z.copy()), train(z, y, lr))
+    exp = setup.scenario.train[0]
+    learner.partial_fit(exp)
+    mem = learner.memory
+    assert mem.scale_ is not None
+    z = setup.cache(exp.x, exp.ids)
+    assert np.array_equal(seen[0], mem.decode(mem.encode(z)))  # on the grid before the first step
+    assert not np.array_equal(seen[0], z)
+    test = setup.scenario.test[0]
+    assert np.array_equal(learner.predict(test.x, test.ids),
+                          learner.predict_latents(mem.decode(mem.encode(setup.cache(test.x, test.ids)))))
+    exact = make_learner(TINY, setup)
+    exact._train = lambda z, y, lr: seen.append(z.copy())
+    exact.partial_fit(exp)
+    assert np.array_equal(seen[-1], z)
+    with pytest.raises(ConfigError, match="memory.new_latents 'q'; allowed: exact, quantized"):
+        MemoryConfig(new_latents="q")

@@ -55,6 +55,9 @@ def test_report_numbers_come_from_the_trials(tmp_path):
         _trial(tmp_path, f"fp32-{seed}", [f"seed={seed}"], fp32[seed], 0.8, 4000)
         _trial(tmp_path, f"q2-{seed}", [f"seed={seed}", "memory.bits=2", "memory.range=mse"], two[seed], 0.79, 250)
         _trial(tmp_path, f"joint-{seed}", [f"seed={seed}", "strategy=joint"], 0.80, 0.85, 0)
+        # new latents exact: its own table, never the bits table's
+        exact = [f"seed={seed}", "memory.bits=2", "memory.range=mse", "memory.new_latents=exact"]
+        _trial(tmp_path, f"q2e-{seed}", exact, two[seed] - 0.3, 0.5, 250)
     # a held-out (lr search) run: in the lr table only, never mixed into the test-set tables
     _trial(tmp_path, "lr", ["data.validation=0.1", "strategy=joint"], 0.99, 0.99, 0)
     (tmp_path / "trials" / "broken").mkdir()  # an unfinished trial: skipped
@@ -72,6 +75,8 @@ def test_report_numbers_come_from_the_trials(tmp_path):
     assert "| 0.001 | 99.0 (1) |" in text  # the held-out run is the lr table's, and only there
     assert "| joint >= 70% at the default layer | 80.0% | yes |" in text
     assert f"| 2-bit (best range: mse) within 1.5 of fp32 | {d.mean():+.2f}" in text
+    assert f"| 2 | mse | {q2.mean() - 30:.1f} +- {q2.std(ddof=1):.1f} (3) | {q2.mean():.1f} +- " in text
+    assert "| 2 | mse | 3" not in text.split("### New latents")[0]
     assert "16.0x less" in text and (tmp_path / report.PARETO_PNG).stat().st_size > 1000
 
 

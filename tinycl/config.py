@@ -22,6 +22,7 @@ from tinycl.distill import DistillConfig
 from tinycl.errors import ConfigError
 from tinycl.growth import GrowthConfig
 from tinycl.learners.base import TrainConfig
+from tinycl.learners.replay import NEW_LATENTS
 from tinycl.quant.qparams import RANGE_METHODS
 from tinycl.strategies import STRATEGIES
 
@@ -108,6 +109,7 @@ class MemoryConfig:
     policy: str = "nicv2"  # nicv2, reservoir, class_balanced
     granularity: str = "tensor"  # one scale per tensor, or per channel
     range: str = "max"  # quantizer range: max, percentile, mse
+    new_latents: str = "exact"  # latent_replay: new latents as the frozen stage gives them, or "quantized" as stored
 
     def __post_init__(self):
         from tinycl.memory import POLICIES, check_bits
@@ -121,6 +123,8 @@ class MemoryConfig:
             raise ConfigError(f"memory.granularity {self.granularity!r}; allowed: tensor, channel")
         if self.range not in RANGE_METHODS:
             raise ConfigError(f"memory.range {self.range!r}; allowed: {', '.join(RANGE_METHODS)}")
+        if self.new_latents not in NEW_LATENTS:
+            raise ConfigError(f"memory.new_latents {self.new_latents!r}; allowed: {', '.join(NEW_LATENTS)}")
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,10 @@ KEYS = {
     "memory.policy": Key("which samples are kept", choices=_names("policies")),
     "memory.granularity": Key("one quantizer scale per tensor or per channel", choices=("tensor", "channel")),
     "memory.range": Key("the range the quantizer covers, from the first data written", choices=_names("ranges")),
+    "memory.new_latents": Key("latent_replay with Q < 32: `exact` trains and predicts on new latents as the frozen "
+                              "stage gives them (only replayed ones are Q-bit); `quantized` passes them through the "
+                              "memory's quantizer too (calibrated on experience 0's latents), so old and new classes "
+                              "reach the adaptive stage in one form", choices=NEW_LATENTS),
     "train.epochs": Key("passes over each experience's new data", 1, 100000),
     "train.batch_size": Key("mini-batch size, new + replayed samples", 2, MAX_BATCH),
     "train.lr": Key("SGD learning rate (after the first experience, if `first_lr` is set)", 0, MAX_LR, True),

@@ -7,6 +7,7 @@ grown or not. `GROWTH_POLICIES` maps config names to factories taking a GrowthCo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,13 +128,13 @@ class OnDemand:
     def __call__(self, state: GrowthState) -> GrowthDecision:
         c = self.cfg
         flat = not state.loss_drop >= c.plateau  # nan (one epoch) counts as flat
+        fell = "one epoch: no fall measured" if math.isnan(state.loss_drop) else f"fell {state.loss_drop:.1%}"
         if state.loss > c.loss_target and flat:
-            return _capped(c, state, f"loss {state.loss:.3f} > {c.loss_target} and fell {state.loss_drop:.1%} "
-                                     f"< {c.plateau:.0%} in the last epoch")
+            return _capped(c, state, f"loss {state.loss:.3f} > {c.loss_target} and {fell} (plateau: < {c.plateau:.0%} "
+                                     f"in the last epoch)")
         if state.accuracy < c.target:
             return _capped(c, state, f"accuracy {state.accuracy:.3f} < target {c.target}")
-        return GrowthDecision(1.0, f"loss {state.loss:.3f} (fell {state.loss_drop:.1%}), accuracy "
-                                   f"{state.accuracy:.3f}: no need")
+        return GrowthDecision(1.0, f"loss {state.loss:.3f} ({fell}), accuracy {state.accuracy:.3f}: no need")
 
 
 GROWTH_POLICIES: dict[str, Callable[[GrowthConfig], GrowthPolicy]] = {

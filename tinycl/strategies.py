@@ -79,7 +79,7 @@ def latent_replay(cfg: RunConfig, setup: Setup) -> Learner:
     """cfg.memory.capacity latents at cfg.memory.bits, inserted by cfg.memory.policy."""
     memory = new_memory(cfg, setup, cfg.memory.capacity, setup.split.latent_shape)
     return LatentReplay(setup.cache, adaptive_module(cfg, setup), train_config(cfg), memory=memory,
-                        policy=cfg.memory.policy, seed=cfg.seed)
+                        policy=cfg.memory.policy, new_latents=cfg.memory.new_latents, seed=cfg.seed)
 
 
 def raw_replay(cfg: RunConfig, setup: Setup) -> Learner:

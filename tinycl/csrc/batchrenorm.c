@@ -4,6 +4,8 @@
  * the statistics and the batch sums of the backward pass are accumulated over the samples first
  * (tcl_batchrenorm_moments, tcl_batchrenorm_grad_sums). r and d are constants of the step (no gradient), as in
  * the paper; mean_B and sigma_B are not: their gradient is the sums term of the input gradient. */
+#include <math.h>
+
 #include "internal.h"
 
 static float normalized(const float *stats, int32_t c, int32_t ch, float x) {
@@ -43,15 +45,47 @@ void tcl_batchrenorm_input_grad(int32_t c, int32_t hw, const float *dy, const fl
     }
 }
 
-void tcl_batchrenorm_moments(int32_t c, int32_t hw, const float *x, float *sums) {
+/* Moments about a shift: with the running mean as the shift (net.c), sum((x - shift)^2) stays close to the
+ * variance's share, where sum(x^2) - n mean^2 would cancel the leading digits of a channel whose mean is large
+ * against its spread. */
+void tcl_batchrenorm_moments(int32_t c, int32_t hw, const float *x, const float *shift, float *sums) {
     for (int32_t ch = 0; ch < c; ++ch) {
+        const float k = shift ? shift[ch] : 0.0f;
         float s = 0.0f, s2 = 0.0f;
         for (int32_t i = ch * hw; i < (ch + 1) * hw; ++i) {
-            s += x[i];
-            s2 += x[i] * x[i];
+            const float v = x[i] - k;
+            s += v;
+            s2 += v * v;
         }
         sums[ch] += s;
         sums[c + ch] += s2;
+    }
+}
+
+static float clip(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+void tcl_batchrenorm_batch_stats(int32_t c, float count, const float *moments, float eps, float momentum,
+                                 float r_max, float d_max, float *running, float *stats) {
+    for (int32_t ch = 0; ch < c; ++ch) {
+        const float m = moments[ch] / count; /* mean_B - shift */
+        float var = moments[c + ch] / count - m * m;
+        if (var < 0.0f) var = 0.0f;
+        const float mean = running[ch] + m, sigma = sqrtf(running[c + ch] + eps), sigma_b = sqrtf(var + eps);
+        stats[ch] = mean;
+        stats[c + ch] = sigma_b;
+        stats[2 * c + ch] = clip(sigma_b / sigma, 1.0f / r_max, r_max);
+        stats[3 * c + ch] = clip((mean - running[ch]) / sigma, -d_max, d_max);
+        running[ch] += momentum * (mean - running[ch]);
+        running[c + ch] += momentum * (var - running[c + ch]);
+    }
+}
+
+void tcl_batchrenorm_eval_stats(int32_t c, float eps, const float *running, float *stats) {
+    for (int32_t ch = 0; ch < c; ++ch) {
+        stats[ch] = running[ch];
+        stats[c + ch] = sqrtf(running[c + ch] + eps);
+        stats[2 * c + ch] = 1.0f;
+        stats[3 * c + ch] = 0.0f;
     }
 }
 

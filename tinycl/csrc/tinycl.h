@@ -65,16 +65,25 @@ void tcl_activation_input_grad(int32_t act, int32_t n, const float *y, const flo
  * sqrt(running var + eps), 1, 0); y = w * ((x - mean_B) / sigma_B * r + d) + b.
  * sums (2 x c): the batch means (over samples and positions) of dy and of dy * (x - mean_B) / sigma_B; the input
  * gradient is dx = w r / sigma_B * (dy - sums[0] - xn * sums[1]); sums = NULL: statistics held constant.
- * moments accumulates per channel sum(x) and sum(x^2) (2 x c), grad_sums sum(dy) and sum(dy * xn) (2 x c). */
+ * moments accumulates per channel sum(x - shift) and sum((x - shift)^2) (2 x c; shift: c values, NULL = 0),
+ * grad_sums sum(dy) and sum(dy * xn) (2 x c).
+ * batch_stats (train mode): from the moments of `count` values per channel about shift = running[0..c), stats =
+ * mean_B, sigma_B (biased var_B), r = clip(sigma_B / sigma, 1/r_max, r_max), d = clip((mean_B - mean) / sigma,
+ * -d_max, d_max) with the running mean and sigma = sqrt(running var + eps) before the step; then running (2 x c:
+ * mean, var) moves by `momentum` towards mean_B and var_B (tinycl.model.ops._batch_renorm).
+ * eval_stats: stats = running mean, sqrt(running var + eps), 1, 0. */
 void tcl_batchrenorm_forward(int32_t c, int32_t hw, const float *x, const float *w, const float *b,
                              const float *stats, float *y);
 void tcl_batchrenorm_weight_grad(int32_t c, int32_t hw, const float *x, const float *dy, const float *stats,
                                  float *dw, float *db);
 void tcl_batchrenorm_input_grad(int32_t c, int32_t hw, const float *dy, const float *x, const float *w,
                                 const float *stats, const float *sums, float *dx);
-void tcl_batchrenorm_moments(int32_t c, int32_t hw, const float *x, float *sums);
+void tcl_batchrenorm_moments(int32_t c, int32_t hw, const float *x, const float *shift, float *sums);
 void tcl_batchrenorm_grad_sums(int32_t c, int32_t hw, const float *dy, const float *x, const float *stats,
                                float *sums);
+void tcl_batchrenorm_batch_stats(int32_t c, float count, const float *moments, float eps, float momentum,
+                                 float r_max, float d_max, float *running, float *stats);
+void tcl_batchrenorm_eval_stats(int32_t c, float eps, const float *running, float *stats);
 
 /* ---- loss and optimizer (loss.c, sgd.c) --------------------------------------------------------------- */
 /* Softmax cross-entropy of one sample: returns -log softmax(z)[label]; writes dz = (softmax(z) - onehot) * scale
@@ -150,6 +159,7 @@ typedef struct {
     int32_t w, b, dw, db;   /* parameters and their gradients (summed over the mini-batch) */
     int32_t vw, vb;         /* momentum buffers */
     int32_t stats, sums;    /* TCL_OP_BATCHRENORM: its 4 x c statistics and 2 x c batch sums (-1: none) */
+    int32_t running;        /* TCL_OP_BATCHRENORM: running mean and running var (2 x c), kept across steps */
 } tcl_layer;
 
 typedef struct {
@@ -158,18 +168,34 @@ typedef struct {
     float *arena;
     int32_t input;          /* offset of the input sample = layers[0].x */
     float lr, momentum, weight_decay;
+    /* batch renormalization (tinycl.model.ops: BRN_EPS, BRN_MOMENTUM, BRN_LIMITS): r_max and d_max of a step ramp
+     * from 1 and 0 to r_limit and d_limit over brn_warmup steps (Learner._renorm_limits, in float32):
+     * t = min(1, brn_step / brn_warmup) (1 if brn_warmup = 0), r_max = 1 + (r_limit - 1) t, d_max = d_limit t;
+     * brn_step counts the steps so far, this one included */
+    float brn_eps, brn_momentum, r_limit, d_limit;
+    int32_t brn_step, brn_warmup;
 } tcl_net;
 
-/* One sample: input already at arena[input]; leaves the logits at arena[layers[n-1].y]. */
+/* Writes sample i (0 <= i < n) of a mini-batch into x (the arena's input) and returns its label. */
+typedef int32_t (*tcl_sample_fn)(void *ctx, int32_t i, float *x);
+
+/* One sample: input already at arena[input]; leaves the logits at arena[layers[n-1].y]. Batch renormalization
+ * layers normalize by what their stats hold (tcl_net_eval_stats: the running statistics). */
 void tcl_net_forward(const tcl_net *net);
-/* One sample: forward, loss, backward; adds its weight gradients (scaled by grad_scale) and returns its loss. */
+/* Eval mode: every batch renormalization layer's stats from its running statistics. */
+void tcl_net_eval_stats(const tcl_net *net);
+/* One sample: forward, loss, backward; adds its weight gradients (scaled by grad_scale) and returns its loss
+ * (batch renormalization with the statistics its stats hold, held constant). */
 float tcl_net_accumulate(const tcl_net *net, int32_t label, float grad_scale);
 void tcl_net_zero_grad(const tcl_net *net);
 void tcl_net_sgd_step(const tcl_net *net);
-/* A mini-batch of n samples (n x input size floats, outside the arena) and labels: zero grad, accumulate every
- * sample with scale 1/n, one SGD step. Returns the mean loss. */
+/* One SGD step on a mini-batch of n samples that load() writes into the arena's input one at a time: zero grad,
+ * every sample's gradient with scale 1/n summed, one SGD update; batch renormalization layers in train mode (batch
+ * statistics, running statistics updated; see net.c for the passes this takes). Returns the mean loss. */
+float tcl_net_train_step(const tcl_net *net, tcl_sample_fn load, void *ctx, int32_t n);
+/* tcl_net_train_step on n samples (n x input size floats, outside the arena) and labels. */
 float tcl_net_train_batch(const tcl_net *net, const float *batch, const int32_t *labels, int32_t n);
-/* Logits (n x classes) of n samples. */
+/* Logits (n x classes) of n samples, in eval mode (tcl_net_eval_stats first). */
 void tcl_net_predict(const tcl_net *net, const float *batch, int32_t n, float *logits);
 
 /* ---- portable math, random numbers, checksums and replay quantization (mathf.c, rng.c, crc32.c, quantize.c) -- */
@@ -197,5 +223,41 @@ uint32_t tcl_crc32(uint32_t crc, const uint8_t *data, size_t n);
  * float32 operations of tinycl.quant.qparams.quantize. */
 void tcl_quantize_codes(const float *x, size_t count, int32_t bits, int32_t n_chan, int32_t chan_size,
                         const float *scale, const int32_t *zero, uint8_t *codes);
+
+/* ---- batched int8 inference on the host (int8_fast.c; not built with TCL_NO_DOUBLE) ----------------------
+ * tinycl.quant.intexec's fast path: n samples at once, NHWC, codes as bytes (uint8 codes as they are, int8 codes
+ * as two's complement; flip = 0x80 reads int8 codes as code + 128). Requantization of accumulator k of a span,
+ * exact while |acc| < the limit of tinycl.quant.fixedpoint.Float64Multiplier, which derives these parameters from
+ * TFLite's rounding: t = acc * m[k] + offset[k]; t += step[k] if t < threshold[k]; byte = (uint8)clamp(t, lo, hi)
+ * ^ flip. The arrays hold len values: the per-channel values repeated, len a multiple of the channel count and at
+ * most TCL_FAST_MAX_LEN; the functions return 0, or -1 (and write nothing) when len or the geometry do not fit. */
+enum { TCL_FAST_MAX_LEN = 4096, TCL_FAST_MAX_TAPS = 64 }; /* span values; k_h * k_w of a depthwise layer */
+typedef struct {
+    const double *m;
+    const double *offset;
+    const double *threshold;
+    const double *step;
+    double lo, hi;
+    int32_t flip;
+    int32_t away;   /* 0: every step is 0 (ties go up everywhere), the threshold test is skipped */
+    int32_t len;
+} tcl_requant_f64;
+
+/* y (rows x n) = requantized acc[r * ld + c] + add[c] (+ acc[r * ld + n] * b[c] unless b is NULL), summed with
+ * int32 wrap-around: the int32 products of torch._int_mm, with an extra column of row sums when the weights were
+ * offset into int8. */
+int32_t tcl_fast_requant_rows(int32_t rows, int32_t n, int32_t ld, const int32_t *acc, const int32_t *add,
+                              const int32_t *b, const tcl_requant_f64 *q, uint8_t *y);
+/* Depthwise convolution (c_in == c_out) of n NHWC samples: int32 sums of (x - in_zero) * w over the taps inside the
+ * input plus the bias, requantized; y: (n, h_out, w_out, c). w: (k_h * k_w, len) weights minus their zero points
+ * and bias (len), both repeated like q's arrays. work: k_h * (1 + s_w * (w_out + (k_w - 1) / s_w) * c) values. */
+int32_t tcl_fast_depthwise(const tcl_conv_shape *s, int32_t n, int32_t in_zero, int32_t in_flip, const uint8_t *x,
+                           const int32_t *w, const int32_t *bias, const tcl_requant_f64 *q, int32_t *work,
+                           uint8_t *y);
+/* cols (n * h_out * w_out rows of k_pad bytes) = each output's input patch, every byte xor flip, taps outside the
+ * input = fill, bytes past k_h * k_w * c_in = 0; x: n samples, NHWC and patches in (k_h, k_w, c_in) order if
+ * channels_last, else NCHW and patches in (c_in, k_h, k_w) order. */
+void tcl_fast_im2col(const tcl_conv_shape *s, int32_t n, int32_t channels_last, int32_t k_pad, int32_t flip,
+                     int32_t fill, const uint8_t *x, uint8_t *cols);
 
 #endif /* TINYCL_H */

@@ -4,7 +4,9 @@
 them, with the tensors each reads and writes; a tensor's lifetime is the span of calls that touch it.
 Parameters, their summed gradients and momentum buffers live for the whole step (the gradients sum over the
 mini-batch's samples); activations and activation gradients live within one sample, because the batch loop
-runs around the whole forward/backward pass. `plan_arena` then gives every tensor a byte offset in one arena
+runs around the whole forward/backward pass (with batch renormalization the runtime makes more passes over the
+samples, each a prefix of this order: see csrc/net.c; a layer's statistics, batch sums and running statistics
+live for the whole step). `plan_arena` then gives every tensor a byte offset in one arena
 such that no two tensors share a byte while both are live (greedy by size, as TFLite Micro's planner), and
 reports the arena size against the lower bound (the most bytes live at any one call) and against one buffer
 per tensor.
@@ -59,7 +61,7 @@ class LayerPlan:
     pads: tuple[int, int, int, int]  # top, bottom, left, right
     backward: bool  # a trainable layer at or before this one: run its backward pass
     input_grad: bool  # a trainable layer before this one: compute the gradient of its input
-    tensors: dict  # role (x, y, dx, dy, w, b, dw, db, vw, vb, stats, sums) -> tensor name or None
+    tensors: dict  # role (x, y, dx, dy, w, b, dw, db, vw, vb, stats, sums, running) -> tensor name or None
 
 
 @dataclass(frozen=True)
@@ -135,10 +137,13 @@ def training_schedule(spec: ModelSpec, momentum: bool = True) -> Schedule:
                 t[f"d{role}"] = new(f"{layer.name}.{key}.grad", n, "param_grad")
                 if momentum:
                     t[f"v{role}"] = new(f"{layer.name}.{key}.momentum", n, "momentum")
-        t["stats"] = t["sums"] = None
-        if OPS[layer.op].state:  # batch renormalization: 4 statistics and 2 batch sums per channel (tinycl.h)
+        t["stats"] = t["sums"] = t["running"] = None
+        state = OPS[layer.op].state
+        if state:  # batch renormalization: 4 statistics, 2 batch sums per channel (tinycl.h), the running statistics
             t["stats"] = new(f"{layer.name}.stats", 4 * in_shape[0], "param")
             t["sums"] = new(f"{layer.name}.sums", 2 * in_shape[0], "param")
+            t["running"] = new(f"{layer.name}.running",
+                               sum(math.prod(shape) for shape, _ in state(layer, in_shape).values()), "param")
         act = layer.op if layer.op in ("relu", "relu6") else layer.activation
         if layer.op == "avg_pool2d":
             act = "none"  # as tinycl.model.build: pooling applies no fused activation
@@ -158,7 +163,7 @@ def _ops(plans: list[LayerPlan]) -> tuple[Op, ...]:
 
     ops = [Op("zero grads", (), tuple(n for p in plans for n in names(p, "dw", "db"))),
            Op("load input", (), ("input",))]
-    ops += [Op(f"forward {p.layer.name}", names(p, "x", "w", "b", "stats"), names(p, "y")) for p in plans]
+    ops += [Op(f"forward {p.layer.name}", names(p, "x", "w", "b", "stats", "running"), names(p, "y")) for p in plans]
     ops.append(Op("loss", names(plans[-1], "y"), names(plans[-1], "dy")))
     for p in reversed(plans):
         if not p.backward:

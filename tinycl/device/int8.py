@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycl.device.runtime import Library, Struct, conv_shape, load_library
 from tinycl.errors import ModelError
 from tinycl.model.ops import OPS, ops_where
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, TensorQuant
 from tinycl.quant.requant import Requant, prepare
+from tinycl.runtime import Library, Struct, conv_shape, load_library
 
 __all__ = ["DeviceIntegerModel", "check_c_exact", "code_offset", "requant_fields"]
 

@@ -4,7 +4,8 @@
 mini-batch step (softmax cross-entropy, mean over the batch; SGD with momentum and weight decay as torch
 defines them) and leaves the updated weights in the module. Slower than torch, but it is exactly what the
 device computes: per-sample forward/backward in CHW, the gradient summed over the batch, the same kernels, the
-same arena offsets.
+same arena offsets. Batch renormalization layers train as the op does in train mode (batch statistics, the running
+statistics updated every step; csrc/net.c's passes); `forward` is eval mode (the running statistics).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import numpy as np
 import torch
 
 from tinycl.device.arena import ArenaPlan, LayerPlan, plan_arena, training_schedule
-from tinycl.device.runtime import Library, conv_shape, ffi, load_library
 from tinycl.errors import DataError
 from tinycl.model.build import SpecModule
+from tinycl.model.ops import BRN_EPS, BRN_LIMITS, BRN_MOMENTUM, OPS
+from tinycl.runtime import Library, conv_shape, ffi, load_library
 
 __all__ = ["DeviceTrainer", "device_predict"]
 
@@ -25,11 +27,13 @@ class DeviceTrainer:
     written back after every step, so the module stays the one copy of the weights the learner sees).
 
     lr, weight_decay: may be changed between steps. momentum: fixed (0 means no momentum buffers in the arena).
-    alignment: byte alignment of arena offsets. library: a loaded runtime (default: built with -O2).
+    brn_warmup: steps over which batch renormalization's r_max / d_max ramp up (train.brn_warmup; 0: none); the
+    step count comes with each `step`. alignment: byte alignment of arena offsets. library: a loaded runtime
+    (default: built with -O2).
     """
 
     def __init__(self, module: SpecModule, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, *,
-                 alignment: int = 16, library: Library | None = None):
+                 brn_warmup: int = 0, alignment: int = 16, library: Library | None = None):
         self.module = module
         self.spec = module.spec
         self.momentum = float(momentum)
@@ -40,7 +44,9 @@ class DeviceTrainer:
         self.arena = np.full(self.plan.size // 4, np.nan, dtype=np.float32)
         layers = ffi().new("tcl_layer[]", [self.layer_record(p) for p in self.schedule.layers])
         self._net = self.lib.new("tcl_net", n_layers=len(layers), layers=layers, arena=self.arena,
-                                 input=self.offset(self.schedule.layers[0].tensors["x"]), momentum=self.momentum)
+                                 input=self.offset(self.schedule.layers[0].tensors["x"]), momentum=self.momentum,
+                                 brn_eps=BRN_EPS, brn_momentum=BRN_MOMENTUM, r_limit=BRN_LIMITS[0],
+                                 d_limit=BRN_LIMITS[1], brn_warmup=int(brn_warmup))
         self.lr, self.weight_decay = lr, weight_decay  # written into the C record before every call
         self.reset_momentum()
         self.n_classes = int(np.prod(self.spec.output_shape()))
@@ -62,7 +68,8 @@ class DeviceTrainer:
 
     def layer_record(self, p: LayerPlan) -> dict:
         """The tcl_layer fields of one planned layer; op and activation codes are tinycl.h's enum values."""
-        offsets = {r: self.offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb")}
+        offsets = {r: self.offset(p.tensors[r]) for r in ("x", "y", "dx", "dy", "w", "b", "dw", "db", "vw", "vb",
+                                                           "stats", "sums", "running")}
         return dict(op=self.lib.constant(f"TCL_OP_{p.kernel.upper()}"),
                     act=self.lib.constant(f"TCL_ACT_{p.act.upper()}"), backward=int(p.backward),
                     input_grad=int(p.input_grad), shape=conv_shape(self.spec, p.layer)[0], **offsets)
@@ -79,14 +86,29 @@ class DeviceTrainer:
                 if p.tensors[role] is not None:
                     yield p, role, getattr(holder, key)
 
+    def _state(self):
+        """(layer plan, its state buffers in the op table's order): batch renormalization's running statistics,
+        side by side in the layer's `running` tensor."""
+        for p in self.schedule.layers:
+            if p.tensors["running"] is not None:
+                holder = self.module.params[p.layer.name]
+                yield p, [getattr(holder, key) for key in OPS[p.layer.op].state(p.layer, p.in_shape)]
+
     def _load_weights(self) -> None:
         for p, role, param in self._params():
             self.view(p.tensors[role])[:] = param.detach().cpu().numpy().ravel()
+        for p, buffers in self._state():
+            self.view(p.tensors["running"])[:] = np.concatenate([b.detach().cpu().numpy().ravel() for b in buffers])
 
     def _store_weights(self) -> None:
         with torch.no_grad():
             for p, role, param in self._params():
                 param.copy_(torch.from_numpy(self.view(p.tensors[role]).reshape(param.shape)))
+            for p, buffers in self._state():
+                values, start = self.view(p.tensors["running"]), 0
+                for b in buffers:
+                    b.copy_(torch.from_numpy(values[start: start + b.numel()].reshape(b.shape)))
+                    start += b.numel()
 
     def reset_momentum(self) -> None:
         """Zero the momentum buffers (torch's state after creating a new optimizer)."""
@@ -114,9 +136,10 @@ class DeviceTrainer:
                             f"got {x.shape}")
         return x
 
-    def step(self, x, y) -> float:
+    def step(self, x, y, brn_step: int = 0) -> float:
         """One SGD step on the mini-batch x (N, *input_shape) float32 with labels y (N,) int in
-        [0, n_classes); returns the mean softmax cross-entropy loss before the update."""
+        [0, n_classes); returns the mean softmax cross-entropy loss before the update. brn_step: the training steps so
+        far, this one included (batch renormalization's warm-up; unused without one)."""
         x = self._batch(x)
         y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
         if (y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0
@@ -125,6 +148,7 @@ class DeviceTrainer:
                             f"of shape {y.shape}")
         labels = np.ascontiguousarray(y, dtype=np.int32)
         self._load_weights()
+        self._net.ptr.brn_step = int(brn_step)
         loss = self.lib.net_train_batch(self._net_record(), x, labels, len(x))
         self._store_weights()
         return float(loss)

@@ -12,12 +12,15 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tinycl.device.int8 import code_offset, requant_fields
-from tinycl.device.runtime import conv_shape, ffi
 from tinycl.device.trainer import DeviceTrainer
+from tinycl.errors import ConfigError
 from tinycl.export.learner import DeviceLearner
+from tinycl.model.ops import BRN_EPS, BRN_LIMITS, BRN_MOMENTUM
 from tinycl.quant.packing import packed_nbytes
+from tinycl.runtime import conv_shape, ffi
 
 __all__ = ["generate", "Plan", "plan_of", "slot_nbytes", "state_fields"]
 
@@ -54,12 +57,12 @@ class Plan:
 
     def __init__(self, dl: DeviceLearner):
         t = dl.cfg.train
-        self.trainer = DeviceTrainer(dl.learner.adaptive, t.lr, t.momentum, t.weight_decay)
+        self.trainer = DeviceTrainer(dl.learner.adaptive, t.lr, t.momentum, t.weight_decay, brn_warmup=t.brn_warmup)
         self.records = [self.trainer.layer_record(p) for p in self.trainer.schedule.layers]
         self.params, self.momentum = [], []
         for p, role, param in _params_of(dl.learner):
             self.params.append((self.trainer.offset(p.tensors[role]), param.detach().numpy().astype(np.float32)))
-            v = p.tensors["v" + role]
+            v = p.tensors.get("v" + role)
             if v is not None:
                 self.momentum.append((self.trainer.offset(v), param.numel()))
         self.arena_floats = self.trainer.plan.size // 4
@@ -70,14 +73,14 @@ def plan_of(dl: DeviceLearner) -> Plan:
 
 
 def state_fields(dl: DeviceLearner) -> dict[str, bytes]:
-    """The bytes tcl_save writes, by field, from the host learner: counters, weights, memory (for the CRCs the
-    firmware prints; its fields in the same order)."""
+    """The bytes tcl_save writes, by field, from the host learner: counters, weights (with batch renormalization's
+    running statistics), memory (for the CRCs the firmware prints; its fields in the same order)."""
     mem, learner = dl.memory, dl.learner
     scale = np.ones(dl.n_chan, np.float32) if mem.scale_ is None else np.broadcast_to(mem.scale_, (dl.n_chan,))
     zero = np.zeros(dl.n_chan, np.int32) if mem.zero_point_ is None else np.broadcast_to(mem.zero_point_,
                                                                                            (dl.n_chan,))
-    counters = struct.pack("<4I4i", *learner.rng.state["s"], mem.size, mem.seen_, learner.experiences_seen,
-                           int(mem.scale_ is not None))
+    counters = struct.pack("<4I5i", *learner.rng.state["s"], mem.size, mem.seen_, learner.experiences_seen,
+                           int(mem.scale_ is not None), learner.steps_)
     weights = b"".join(p.detach().numpy().astype("<f4").tobytes() for _, _, p in _params_of(learner))
     return {"counters": counters, "weights": weights,
             "memory": (np.asarray(scale, "<f4").tobytes() + np.asarray(zero, "<i4").tobytes()
@@ -90,8 +93,11 @@ def slot_nbytes(fields: dict[str, bytes]) -> int:
 
 
 def _params_of(learner):
-    """(layer plan, role, torch parameter) in the firmware's parameter order (DeviceTrainer's)."""
+    """(layer plan, role, tensor) in the firmware's parameter order (DeviceTrainer's): per layer its weight and bias
+    (torch parameters), then batch renormalization's running statistics (role "running": mean and var side by side,
+    a copy)."""
     from tinycl.device.arena import training_schedule
+    from tinycl.model.ops import OPS
 
     schedule = training_schedule(learner.adaptive.spec, momentum=learner.train_cfg.momentum != 0.0)
     for p in schedule.layers:
@@ -99,6 +105,9 @@ def _params_of(learner):
         for role, key in (("w", "weight"), ("b", "bias")):
             if p.tensors[role] is not None:
                 yield p, role, getattr(holder, key)
+        if p.tensors["running"] is not None:
+            keys = OPS[p.layer.op].state(p.layer, p.in_shape)
+            yield p, "running", torch.cat([getattr(holder, k).detach().reshape(-1) for k in keys])
 
 
 
@@ -173,12 +182,18 @@ def generate(dl: DeviceLearner, plan: Plan | None = None) -> tuple[str, str]:
     latent = mem.values_per_sample
     lq = dl.latent_quant
     cur = round(t.batch_size * (1 - t.replay_ratio)) if t.mix_rule == "ratio" else 0
+    n_classes = math.prod(dl.setup.adaptive_spec.output_shape())
+    mix_table = ""
+    if t.mix_rule == "class_balanced":  # the host's own rounding (float64) of every share k / m the device can meet
+        if t.batch_size > 65535:
+            raise ConfigError(f"train.batch_size {t.batch_size}: the firmware's class-balanced mix table is uint16")
+        mix_table = _array("uint16_t", "MIX_CUR", [t.mix(1, 1, k / m)[0] for m in range(1, n_classes + 1)
+                                                  for k in range(m)])
     n_codes = packed_nbytes(mem.capacity * latent, mem.bits)
     scratch = max(largest, latent, 1)
     fields = state_fields(dl)
-    counters = struct.unpack("<4I4i", fields["counters"])
+    counters = struct.unpack("<4I5i", fields["counters"])
     init_memory = mem.size > 0
-    n_classes = math.prod(dl.setup.adaptive_spec.output_shape())
     sections = {
         "NAME": cfg.model.arch.rsplit("/", 1)[-1], "INPUT_SIZE": input_size, "N_CLASSES": n_classes,
         "INPUT_SHAPE": " x ".join(map(str, dl.stage.spec.input_shape)),
@@ -193,7 +208,7 @@ def generate(dl: DeviceLearner, plan: Plan | None = None) -> tuple[str, str]:
     scale = np.frombuffer(fields["memory"][: 4 * dl.n_chan], "<f4")
     zero = np.frombuffer(fields["memory"][4 * dl.n_chan: 8 * dl.n_chan], "<i4")
     first_lr = t.first_lr if t.first_lr else t.lr
-    rng, (size, seen, done, calibrated) = ", ".join(f"{v}u" for v in counters[:4]), counters[4:]
+    rng, (size, seen, done, calibrated, steps) = ", ".join(f"{v}u" for v in counters[:4]), counters[4:]
     source = f"""/* Generated by tinycl export from {cfg.model.arch} split at {cfg.model.split!r} ({cfg.strategy},
  * N = {mem.capacity} at {mem.bits} bit). Do not edit: export again. */
 #include "tcl_learner.h"
@@ -218,14 +233,15 @@ static const tcl_param MOMENTUM[] = {{
 }};
 
 /* ---- the state tcl_init starts from ---- */
-static const tcl_counters INIT_COUNTERS = {{{{{{{rng}}}}}, {size}, {seen}, {done}, {calibrated}}};
-{mem_arrays}{_array("float", "INIT_SCALE", scale)}{_array("int32_t", "INIT_ZERO", zero)}
+static const tcl_counters INIT_COUNTERS = {{{{{{{rng}}}}}, {size}, {seen}, {done}, {calibrated}, {steps}}};
+{mem_arrays}{mix_table}{_array("float", "INIT_SCALE", scale)}{_array("int32_t", "INIT_ZERO", zero)}
 static const tcl_learner_def DEF = {{
     {n_frozen}, FROZEN, {input_size}, {latent}, {lq.zero_point[0] - code_offset(lq)}, {_float(lq.scale[0])},
     {len(plan.records)}, LAYERS, {len(plan.params)}, {len(plan.momentum)}, {n_classes}, PARAMS, MOMENTUM,
     {_float(t.lr)}, {_float(first_lr)}, {_float(t.momentum)}, {_float(t.weight_decay)},
-    {t.epochs}, {t.batch_size}, {"TCL_MIX_RATIO" if t.mix_rule == "ratio" else "TCL_MIX_PELLEGRINI"}, {cur},
-    {mem.capacity}, {mem.bits}, {dl.n_chan}, {dl.chan_size}, {dl.max_new},
+    {t.epochs}, {t.batch_size}, TCL_MIX_{t.mix_rule.upper()}, {cur}, {"MIX_CUR" if mix_table else "NULL"},
+    {_float(BRN_EPS)}, {_float(BRN_MOMENTUM)}, {_float(BRN_LIMITS[0])}, {_float(BRN_LIMITS[1])}, {t.brn_warmup},
+    {mem.capacity}, {mem.bits}, {dl.n_chan}, {dl.chan_size}, {dl.max_new}, TCL_POLICY_{dl.cfg.memory.policy.upper()},
     &INIT_COUNTERS, {"INIT_CODES" if init_memory else "NULL"}, {"INIT_LABELS" if init_memory else "NULL"},
     INIT_SCALE, INIT_ZERO
 }};
@@ -242,6 +258,6 @@ static uint8_t new_labels[{dl.max_new}];
 static uint16_t idx_new[{dl.max_new}], idx_slots[{mem.capacity}];
 
 static tcl_learner learner = {{&DEF, arena, scratch_a, scratch_b, codes, labels, scale, zero, new_codes, new_labels,
-                              idx_new, idx_slots, 0, {{{{{{0}}}}, 0, 0, 0, 0}}}};
+                              idx_new, idx_slots, 0, {{{{{{0}}}}, 0, 0, 0, 0, 0}}}};
 """
     return header, source + (TEMPLATES / "api.c").read_text()

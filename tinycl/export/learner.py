@@ -26,7 +26,12 @@ from tinycl.model.ops import OPS
 from tinycl.quant.intexec import IntegerFrozenStage
 from tinycl.quant.requant import Requant, prepare
 
-__all__ = ["DeviceLearner", "input_codes", "device_config", "unsupported_ops"]
+__all__ = ["DeviceLearner", "input_codes", "device_config", "unsupported_ops", "MIXES", "POLICIES"]
+
+# the replay mixes and memory policies the firmware implements (tinycl/csrc/firmware/learner.c: TCL_MIX_*,
+# TCL_POLICY_*, named as train.replay_mix and memory.policy)
+MIXES = ("ratio", "pellegrini", "class_balanced")
+POLICIES = ("nicv2", "class_balanced")
 
 
 def device_config(cfg: RunConfig) -> RunConfig:
@@ -93,9 +98,9 @@ class DeviceLearner:
             raise ModelError(f"the C runtime has no kernel for: {', '.join(bad)}")
         training_schedule(setup.adaptive_spec)  # sequential, trainable: one-line ModelError otherwise
         learner = make_learner(cfg, setup)
-        if learner.train_cfg.mix_rule not in ("ratio", "pellegrini"):  # resolved by the protocol's default
+        if learner.train_cfg.mix_rule not in MIXES:  # resolved by the protocol's default
             raise ConfigError(f"tinycl export does not support train.replay_mix {learner.train_cfg.mix_rule!r} "
-                              f"(the firmware mixes by ratio or pellegrini): set train.replay_mix or replay_ratio")
+                              f"(the firmware mixes by {', '.join(MIXES)}): set train.replay_mix or replay_ratio")
         if saved is not None:
             _load_run(learner, saved)
         records = prepare(stage.qmodel, stage.model.kernels_name)
@@ -154,13 +159,15 @@ def _check_config(cfg: RunConfig) -> None:
         problems.append(f"strategy {cfg.strategy!r} (the firmware runs latent_replay)")
     if not 1 <= m.bits <= 8:
         problems.append(f"memory.bits {m.bits} (the firmware stores 1..8-bit codes)")
-    if m.policy != "nicv2":
-        problems.append(f"memory.policy {m.policy!r} (the firmware inserts by nicv2)")
+    if m.policy not in POLICIES:
+        problems.append(f"memory.policy {m.policy!r} (the firmware inserts by {', '.join(POLICIES)})")
     if m.range != "max":
         problems.append(f"memory.range {m.range!r} (the firmware calibrates by max)")
-    if t.mix_rule not in ("ratio", "pellegrini"):
-        problems.append(f"train.replay_mix {t.mix_rule!r} (the firmware mixes by ratio or pellegrini)")
-    for key, on in (("cwr", t.cwr), ("warmup_steps", t.warmup_steps), ("batch_renorm", t.batch_renorm),
+    if m.new_latents != "exact":
+        problems.append(f"memory.new_latents {m.new_latents!r} (the firmware trains on exact new latents)")
+    if t.mix_rule not in MIXES:
+        problems.append(f"train.replay_mix {t.mix_rule!r} (the firmware mixes by {', '.join(MIXES)})")
+    for key, on in (("cwr", t.cwr), ("warmup_steps", t.warmup_steps),
                     ("clip_norm", t.clip_norm is not None), ("head_lr_factor", t.head_lr_factor != 1.0)):
         if on:
             problems.append(f"train.{key}")

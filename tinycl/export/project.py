@@ -18,11 +18,11 @@ from pathlib import Path
 from tinycl.cost.model import place
 from tinycl.cost.targets import FLASH_KINDS, TCL_M4F_CODE_NBYTES, Target
 from tinycl.cost.workload import buffers, planned_arena_bytes, workload_of
-from tinycl.device.runtime import CSRC
 from tinycl.errors import ConfigError
 from tinycl.export.codegen import TEMPLATES, Plan, generate
 from tinycl.export.learner import DeviceLearner
 from tinycl.export.scenario import write_scenario
+from tinycl.runtime import CSRC
 
 __all__ = ["export_project", "fit", "flash_nbytes", "footprint", "predicted", "ram_nbytes", "Footprint", "BOARD_FILES",
            "TOOLS"]

@@ -80,7 +80,7 @@ class TrainConfig:
         if not self.device:
             return
         for key, unsupported in (("head_lr_factor", self.head_lr_factor != 1.0),
-                                 ("clip_norm", self.clip_norm is not None), ("batch_renorm", self.batch_renorm)):
+                                 ("clip_norm", self.clip_norm is not None)):
             if unsupported:
                 raise ConfigError(f"train.{key} is not supported with train.device = true (the C runtime's step); "
                                   f"unset one of them")
@@ -125,7 +125,7 @@ class Learner:
 
     # -- the contract --------------------------------------------------------------------------------------
     def partial_fit(self, experience: Experience) -> Learner:
-        z = self.encoder(experience.x, experience.ids)
+        z = self._latents(self.encoder(experience.x, experience.ids), fit=True)
         self._before_training(experience)
         spec, passes, reruns = self.adaptive.spec, self.sample_passes, self.frozen_reruns
         if self.head_ is not None:
@@ -143,7 +143,7 @@ class Learner:
 
     def predict(self, x: np.ndarray, ids: np.ndarray | None = None, batch_size: int = 512) -> np.ndarray:
         """Labels (N,) int64 for inputs (N, *input_shape)."""
-        return self.predict_latents(self.encoder(x, ids), batch_size)
+        return self.predict_latents(self._latents(self.encoder(x, ids)), batch_size)
 
     def predict_latents(self, z: np.ndarray, batch_size: int = 512) -> np.ndarray:
         if self.train_cfg.device:  # the C forward pass, as the device predicts
@@ -162,6 +162,11 @@ class Learner:
 
     def _before_training(self, experience: Experience) -> None:
         pass
+
+    def _latents(self, z: np.ndarray, fit: bool = False) -> np.ndarray:
+        """The new latents (N, *latent_shape) as the adaptive stage receives them, in training (fit) and in
+        prediction: as the frozen stage gives them."""
+        return z
 
     def _training_set(self, experience: Experience, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latents (N, *latent_shape), labels (N,)) the epochs run over: the new data."""
@@ -194,7 +199,7 @@ class Learner:
         if cfg.device:
             from tinycl.device import DeviceTrainer
 
-            return DeviceTrainer(self.adaptive, lr, cfg.momentum, cfg.weight_decay)
+            return DeviceTrainer(self.adaptive, lr, cfg.momentum, cfg.weight_decay, brn_warmup=cfg.brn_warmup)
         head = self.adaptive.params[[ly.name for ly in self.adaptive.spec.layers if ly.has_weights][-1]]
         head_ids = {id(p) for p in head.parameters()}
         groups = [{"params": [p for p in self.adaptive.parameters() if id(p) not in head_ids], "lr_factor": 1.0},
@@ -251,7 +256,7 @@ class Learner:
         self.sample_passes += len(y)
         self.steps_ += 1
         if not isinstance(opt, torch.optim.Optimizer):  # device mode: forward, backward and update in C
-            return self._finite(opt.step(np.ascontiguousarray(z, np.float32), y), opt.lr)
+            return self._finite(opt.step(np.ascontiguousarray(z, np.float32), y, brn_step=self.steps_), opt.lr)
         self._renorm_limits()
         opt.zero_grad()
         loss = F.cross_entropy(self.adaptive(torch.as_tensor(z, dtype=torch.float32)), torch.as_tensor(y))

@@ -122,7 +122,7 @@ class DistilledReplay(Learner):
 
     def _ensure_outputs(self, y: np.ndarray) -> None:
         """Add output units when labels exceed the head (a model deployed with fewer outputs than classes)."""
-        head = self.adaptive.spec.layers[-1].channels
+        head = math.prod(self.adaptive.spec.output_shape())
         need = int(y.max()) + 1 if len(y) else 0
         if need > head:
             spec, weights = add_outputs(self.adaptive.spec, get_weights(self.adaptive), need - head, self.rng)

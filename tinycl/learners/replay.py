@@ -13,6 +13,9 @@ from tinycl.scenarios import Experience
 __all__ = ["Joint", "LatentReplay", "RawReplay"]
 
 
+NEW_LATENTS = ("exact", "quantized")  # memory.new_latents: how latent replay's new latents reach the adaptive stage
+
+
 class Joint(Learner):
     """Upper bound: keeps every latent seen (float32) and trains on all of them at each experience."""
 
@@ -49,9 +52,23 @@ class LatentReplay(Learner):
     """Latent replay (Pellegrini et al. 2020; quantized: Ravaglia et al. 2021): the memory stores latents at
     `memory.bits` bits; replayed latents join the new ones on the batch axis at the split."""
 
-    def __init__(self, *args, memory: ReplayMemory, policy: str = "nicv2", **kwargs):
+    def __init__(self, *args, memory: ReplayMemory, policy: str = "nicv2", new_latents: str = "exact", **kwargs):
         super().__init__(*args, **kwargs)
         self.memory, self.policy = memory, POLICIES[policy]
+        self.quantize_new = new_latents == "quantized" and memory.bits != 32
+
+    def _latents(self, z: np.ndarray, fit: bool = False) -> np.ndarray:
+        """With new_latents "quantized", new latents pass through the memory's quantizer, so the adaptive stage sees
+        old (replayed) and new classes in one form: trained on exact new latents and Q-bit old ones, it learns to
+        tell the two forms apart instead of the classes (docs/results/qlr_study.md). The quantizer is calibrated
+        on experience 0's latents (`capacity` of them, evenly spaced) before the first step."""
+        if not self.quantize_new:
+            return z
+        if self.memory.scale_ is None:
+            if not fit:
+                return z
+            self.memory.calibrate(z[np.linspace(0, len(z) - 1, min(len(z), self.memory.capacity)).astype(np.int64)])
+        return self.memory.decode(self.memory.encode(z)).astype(np.float32, copy=False)
 
     def _replay_size(self) -> int:
         return self.memory.size

@@ -156,14 +156,19 @@ def widen_all(spec: ModelSpec, weights: Weights, factor: float, rng: np.random.G
 
 def add_outputs(spec: ModelSpec, weights: Weights, n: int, rng: np.random.Generator,
                 scale: float = 0.0) -> tuple[ModelSpec, Weights]:
-    """Add `n` output units (e.g. new classes) to the model's last layer, a linear or conv2d layer. Existing
-    outputs are unchanged; new units get weights ~ U(-scale/sqrt(fan_in), scale/sqrt(fan_in)) and zero bias
-    (scale 0: all zero, so a new class starts with logit 0)."""
+    """Add `n` output units (e.g. new classes) to the model's head: its last linear or conv2d layer, followed only
+    by weightless per-channel layers (a flatten, as imported TFLite classifiers end). Existing outputs are
+    unchanged; new units get weights ~ U(-scale/sqrt(fan_in), scale/sqrt(fan_in)) and zero bias (scale 0: all
+    zero, so a new class starts with logit 0)."""
     if not spec.layers:
         raise ModelError("cannot add outputs to an empty model")
-    head = spec.layers[-1]
+    i = len(spec.layers) - 1
+    while i > 0 and OPS[spec.layers[i].op].units == "pass" and not OPS[spec.layers[i].op].weight_shapes:
+        i -= 1
+    head = spec.layers[i]
     if OPS[head.op].units != "mix":
-        raise ModelError(f"cannot add outputs: the last layer {head.name!r} is {head.op!r}, not linear or conv2d")
+        raise ModelError(f"cannot add outputs: the last weighted layer {head.name!r} is {head.op!r}, not linear or "
+                         f"conv2d")
     if n < 0:
         raise ModelError(f"cannot add {n} outputs: n must be >= 0")
     w = weights[head.name]["weight"]
@@ -174,5 +179,6 @@ def add_outputs(spec: ModelSpec, weights: Weights, n: int, rng: np.random.Genera
     out[head.name]["weight"] = np.concatenate([w, extra])
     if "bias" in weights[head.name]:
         out[head.name]["bias"] = np.concatenate([weights[head.name]["bias"], np.zeros(n, np.float32)])
-    layers = list(spec.layers[:-1]) + [replace(head, channels=head.channels + n)]
+    layers = list(spec.layers)
+    layers[i] = replace(head, channels=head.channels + n)
     return spec.with_layers(layers, input_quant=spec.input_quant), out

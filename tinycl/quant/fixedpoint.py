@@ -75,9 +75,14 @@ class Float64Multiplier:
     The two roundings fold into one: with a = x * 2**left, TFLite computes floor((a q + 2**30) / 2**31), then adds
     half = 2**(right - 1) (right > 0) and shifts right; floor((floor(u / m) + h) / n) = floor((u + h m) / (m n)),
     so y = floor(x M + c) with M = q 2**(shift - 31) and c = 2**(-1 - right) + (right > 0) / 2, minus 2**-right
-    where ties go away from zero and a q + 2**30 < 0 (x M < -2**(-1 - right)). The zero point joins c. Every step
-    is exact in float64 while the integer a q + c 2**(31 + right) stays below 2**53: |x| < `limit` = 2**(20 - left)
-    and right <= 12 (else `limit` is 0 and the caller takes the int64 path).
+    where ties go away from zero and a q + 2**30 < 0 (x M < -2**(-1 - right)). The zero point and -qmin join c,
+    so 0 <= c < 2**9 and the result is read off t = x M + c in [0, 255] after the clamp.
+
+    Exact for every int32 x with x * 2**left in the int32 range (|x| < `limit` = 2**(31 - left), as TFLite's shift
+    must not wrap) when right <= 12 (else `limit` is 0 and the caller takes the int64 path): while |x M| < 2**9,
+    x q is an integer below 2**(40 + right) <= 2**52, so x M, t, the threshold test and t - 2**-right (multiples of
+    2**(-31 - right) below 2**10) are all exact in float64, with or without a fused multiply-add; once |x M| >= 2**9
+    the rounded t is >= 2**9 > 255 or <= -2**9 + c < 0, like the exact value, and both clamp to the same bound.
 
     q, shift: (C,) per channel; away: (C,) bool, the channels whose second rounding breaks ties away from zero;
     dtype: "int8" | "uint8", the output codes'."""
@@ -86,7 +91,7 @@ class Float64Multiplier:
                  act_max: int, dtype: str):
         shift = np.asarray(shift, np.int64)
         left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-        self.limit = float(2.0 ** (20 - left.max())) if right.max() <= 12 else 0.0
+        self.limit = float(2.0 ** (31 - left.max())) if right.max() <= 12 else 0.0
         # outputs are computed as uint8 codes y - qmin (truncation = floor on values >= 0), int8 recovered by xor
         self.qmin = -128 if dtype == "int8" else 0
         self.bounds = (act_min - self.qmin, act_max - self.qmin)
@@ -97,6 +102,19 @@ class Float64Multiplier:
         self.away = bool(step.any())
         self.offset, self.step = as_t(offset), as_t(-step)
         self.threshold = as_t(offset - 2.0 ** (-1.0 - right))  # x M < -2**(-1 - right), offset added
+
+    def arrays(self, channels: int, length: int) -> dict:
+        """This map as the C runtime's `tcl_requant_f64` takes it (tinycl/csrc/int8_fast.c): m, offset, threshold,
+        step as (length,) float64 arrays, the `channels` per-channel values (a per-tensor one repeated) repeated to
+        `length`, a multiple of `channels` (step 0 where ties go up); lo and hi, the clamp in codes minus the dtype's
+        minimum; flip, 0x80 for int8 codes (written as bytes); away, whether any step is nonzero."""
+        def tiled(v: torch.Tensor) -> np.ndarray:
+            return np.tile(np.broadcast_to(v.numpy(), (channels,)), length // channels)
+
+        step = self.step if self.away else torch.zeros_like(self.step)
+        return dict(m=tiled(self.m), offset=tiled(self.offset), threshold=tiled(self.threshold), step=tiled(step),
+                    lo=float(self.bounds[0]), hi=float(self.bounds[1]), flip=0x80 if self.qmin else 0,
+                    away=int(self.away), len=length)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, ...) float tensor of integers, |x| < limit -> (N, C, ...) int8 / uint8 output codes."""

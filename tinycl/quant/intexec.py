@@ -21,34 +21,42 @@ records. The kernels are registered in one table, `INTEGER_KERNELS` (op -> facto
 XNNPACK delegate, which a plain `Interpreter(model_path=...)` applies, is not reproduced: its convolutions
 requantize with a float32 scale rounded to nearest even, and its depthwise and pooling kernels differ further.
 
-Speed (same results, fast arithmetic; `benchmarks/intexec_speed.py`): 1x1 convolutions are one int8 x int8 ->
-int32 matrix product (`torch._int_mm`, exact); other convolutions run as torch float32 convolutions on NHWC
-memory when every partial sum provably stays below 2**24 (then float32 is exact; checked per layer from the
-weights), else float64; requantization is a few float64 passes that equal TFLite's two fixed-point roundings
-exactly while the accumulators stay below 2**20 (`tinycl.quant.fixedpoint.Float64Multiplier`; int64 NumPy
-otherwise); the frozen stage runs its inputs in batches sized to the cache, on torch's threads. The executor
-runs imported `.tflite` files and post-training quantized torch models (`tinycl.quant.ptq`) alike; layers whose
-output quantization differs from their input's where TFLite requires them equal (pooling, pad, reshape,
-concatenation) run in the input's quantization and then requantize, as the exporter
+Speed (same results, fast arithmetic; `benchmarks/intexec_speed.py`, docs/tflite_speed.md): convolutions run on
+whole batches of NHWC codes through the C runtime (tinycl/csrc/int8_fast.c, checked buffers): a conv2d is one
+int8 x int8 -> int32 matrix product (`torch._int_mm`, exact) over its input rows (1x1) or C's im2col patches,
+then C requantizes every row; a depthwise conv accumulates its taps in int32 in C and requantizes in the same
+pass. Requantization there is `tinycl.quant.fixedpoint.Float64Multiplier`'s float64 form of TFLite's two
+roundings, exact for every int32 accumulator whose shift cannot wrap; a layer takes that path only where its
+accumulator bound (from its weights) proves the sums fit, and otherwise runs as torch float32 / float64
+convolutions (exact below 2**24 / 2**53) with the requantization in float64 or int64 NumPy, as it does on a host
+without a C compiler. Activations stay NHWC in memory between fast layers (NCHW-shaped views); the frozen stage
+runs its inputs in batches sized to the cache, one batch per core.
+
+The executor runs imported `.tflite` files and post-training quantized torch models (`tinycl.quant.ptq`) alike;
+layers whose output quantization differs from their input's where TFLite requires them equal (pooling, pad,
+reshape, concatenation) run in the input's quantization and then requantize, as the exporter
 (`tinycl.model.tflite_export`) writes them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinycl.errors import DataError, ModelError
+from tinycl.errors import ConfigError, DataError, ModelError
 from tinycl.model.ops import pads, window_counts
 from tinycl.model.quantized import QuantizedModel
 from tinycl.model.spec import Layer, ModelSpec, TensorQuant
 from tinycl.model.split import Split
 from tinycl.quant.fixedpoint import round_half_away, wrap_int32
 from tinycl.quant.requant import ADD_LEFT_SHIFT, KERNELS, Requant, libm_expf, prepare
+from tinycl.runtime import conv_shape
 
 __all__ = ["INTEGER_KERNELS", "KERNELS", "IntegerModel", "IntegerFrozenStage", "quantize_input"]
 
@@ -82,7 +90,8 @@ def _requantize(rec: Requant, x: np.ndarray) -> np.ndarray:
 
 # -- layers: each kernel is made from (layer, its Requant record, the QuantizedModel) ---------------------
 class _Weighted:
-    """conv2d / depthwise_conv2d / linear: exact integer accumulation, per-channel requantization."""
+    """conv2d / depthwise_conv2d / linear: exact integer accumulation, per-channel requantization; through the C
+    runtime's fast kernels (`fast`) where `_fast_kernel` proves them exact, else torch convolutions."""
 
     def __init__(self, layer: Layer, rec: Requant, qmodel: QuantizedModel):
         in_q, weights = qmodel.input_quant_of(layer.name), qmodel.weights[layer.name]
@@ -103,8 +112,11 @@ class _Weighted:
         pointwise = layer.op == "conv2d" and layer.kernel == (1, 1) and not any(pads(layer, 2, 2) + pads(layer, 3, 3))
         int8able = np.ptp(w) <= 255 and w.shape[1] <= 4096 and not self.may_wrap  # int32 sums cannot overflow
         self.gemm = _Int8Gemm(w.reshape(w.shape[:2]), bias, rec.in_zero, in_q.dtype) if pointwise and int8able else None
+        self.fast = _fast_kernel(layer, rec, qmodel, w, bias, self.bound)
 
     def __call__(self, ins: list[np.ndarray]) -> np.ndarray:
+        if self.fast is not None:
+            return self.fast(ins[0])
         acc = self.accumulate(torch.from_numpy(ins[0]))
         y = None if self.may_wrap else self.rec.apply_float(acc, self.bound)
         if y is not None:
@@ -142,9 +154,10 @@ class _Int8Gemm:
     int8, else w - 128 with b = 128 - zw: sum (x - zx)(w - zw) = sum x' w8 + b sum x' + const, const = a sum w8 +
     K a b + bias (a = 128 - zx, or -zx for int8). The row sums of x' come from one more weight column of ones.
 
-    w: (O, K) int64 weights minus their zero points; bias: (O,) int64."""
+    w: (O, K) int64 weights minus their zero points; bias: (O,) int64; k_pad: the inputs' row length, K or more
+    (zero columns past K, which add nothing)."""
 
-    def __init__(self, w: np.ndarray, bias: np.ndarray, in_zero: int, in_dtype: str):
+    def __init__(self, w: np.ndarray, bias: np.ndarray, in_zero: int, in_dtype: str, k_pad: int | None = None):
         k = w.shape[1]
         self.shift_in = in_dtype == "uint8"
         a = (128 if self.shift_in else 0) - in_zero
@@ -154,6 +167,7 @@ class _Int8Gemm:
         w8 = w - b[:, None]
         self.extra = bool(b.any())
         cols = np.concatenate([w8, np.ones((1, k), np.int64)]) if self.extra else w8
+        cols = np.pad(cols, ((0, 0), (0, (k_pad or k) - k)))
         self.w = torch.from_numpy(cols.T.astype(np.int8).copy())
         self.b = torch.from_numpy(b.astype(np.int32))
         self.const = torch.from_numpy((a * w8.sum(axis=1) + k * a * b + bias).astype(np.int32))
@@ -165,12 +179,143 @@ class _Int8Gemm:
         x = codes.permute(0, 2, 3, 1).reshape(-1, k)
         if x.stride() != (k, 1):  # _int_mm reads the strides even of size-1 dimensions, which torch leaves odd
             x = torch.empty(x.shape, dtype=x.dtype).copy_(x)
-        x = x.bitwise_xor(128).view(torch.int8) if self.shift_in else x  # x - 128 as int8: flip the top bit
-        r = torch._int_mm(x, self.w)
+        r = self.products(x)
         acc = r[:, : self.n_out] + self.const
         if self.extra:
             acc.addcmul_(r[:, self.n_out:], self.b)
         return acc.reshape(n, h, wd, self.n_out).permute(0, 3, 1, 2)
+
+    def products(self, x: torch.Tensor, shifted: bool = False) -> torch.Tensor:
+        """(M, K) codes (rows contiguous; `shifted`: uint8 codes already minus 128, as int8) -> (M, O) int32 sums
+        of x' w8, plus a column of the row sums of x' where the weights were offset."""
+        if self.shift_in and not shifted:
+            x = x.bitwise_xor(128).view(torch.int8)  # x - 128 as int8: flip the top bit
+        return torch._int_mm(x, self.w)
+
+
+# -- the fast path: whole batches of NHWC codes through the C runtime (tinycl/csrc/int8_fast.c) --------------
+@functools.cache
+def _fast_library():
+    """The C runtime, or None on a host without a C compiler (the torch path then runs every layer)."""
+    from tinycl.runtime import load_library
+
+    try:
+        return load_library()
+    except ConfigError:
+        return None
+
+
+def _nhwc_bytes(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) codes -> their (N, H, W, C) bytes, C-contiguous (free when x is an NHWC array's view)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).view(np.uint8)
+
+
+def _span(channels: int) -> int:
+    """Values per flat span of the C kernels: whole pixels, at least 256 values (full vectors for few channels)."""
+    return channels * -(-256 // channels)
+
+
+def _fast_kernel(layer: Layer, rec: Requant, qmodel: QuantizedModel, w: np.ndarray, bias: np.ndarray,
+                 bound: float):
+    """The fast kernel of a conv2d / depthwise_conv2d layer, or None where it would not be exact or does not apply:
+    no C compiler, a requantization without an exact float64 form for |acc| <= `bound` (which also keeps the int32
+    sums from overflowing), weights that do not fit the int8 GEMM, a depth multiplier, too many channels.
+    w: its weights minus their zero points (int64)."""
+    lib = _fast_library()
+    c = w.shape[0]
+    f = rec.float64(c)
+    if lib is None or f is None or bound >= min(f.limit, 2**31) or layer.op == "linear" \
+            or _span(c) > lib.constant("TCL_FAST_MAX_LEN"):
+        return None
+    q = lib.new("tcl_requant_f64", **f.arrays(c, _span(c)))
+    in_q = qmodel.input_quant_of(layer.name)
+    shape = conv_shape(qmodel.spec, layer)
+    if layer.op == "depthwise_conv2d":
+        fits = shape.c_in == c and shape.k_h * shape.k_w <= lib.constant("TCL_FAST_MAX_TAPS")
+        return _FastDepthwise(lib, shape, q, rec.in_zero, in_q.dtype, w, bias) if fits else None
+    if np.ptp(w) > 255 or w[0].size >= 2**16:  # int8 GEMM operands; _int_mm's int32 sums, < 2**16 * 128 * 128
+        return None
+    strided = (-(-shape.h_in // shape.s_h), -(-shape.w_in // shape.s_w)) == (shape.h_out, shape.w_out)
+    pointwise = layer.kernel == (1, 1) and not (shape.pad_top or shape.pad_left) and strided
+    return _FastConv(lib, shape, q, rec.in_zero, in_q.dtype, w, bias, pointwise)
+
+
+def _checked(status: int, what: str) -> None:
+    if status != 0:  # the Python side sizes everything C checks: a refusal here is a bug, not bad input
+        raise RuntimeError(f"{what}: the C kernel refused its arguments")
+
+
+class _FastDepthwise:
+    """DEPTHWISE_CONV_2D (depth multiplier 1) of a whole batch in one C call: int32 sums over each output's taps,
+    requantized by the record's float64 form, NHWC bytes in and out."""
+
+    def __init__(self, lib, shape, q, in_zero: int, in_dtype: str, w: np.ndarray, bias: np.ndarray):
+        self.lib, self.shape, self.q, self.in_zero = lib, shape, q, in_zero
+        self.flip = int(in_dtype == "int8")
+        reps = q.ptr.len // shape.c_out
+        taps = w[:, 0].reshape(shape.c_out, -1).T  # (kh * kw, C)
+        self.w = np.ascontiguousarray(np.tile(taps, (1, reps)), dtype=np.int32)
+        self.bias = np.tile(bias, reps).astype(np.int32)
+        ring = shape.s_w * (shape.w_out + (shape.k_w - 1) // shape.s_w) * shape.c_in
+        self.work = _Work(shape.k_h * (1 + ring))
+        self.out_dtype = np.int8 if q.ptr.flip else np.uint8
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        s, n = self.shape, len(x)
+        y = np.empty((n, s.h_out, s.w_out, s.c_out), np.uint8)
+        _checked(self.lib.fast_depthwise(s, n, self.in_zero, self.flip, _nhwc_bytes(x), self.w, self.bias, self.q,
+                                         self.work.get(), y), "depthwise")
+        return y.view(self.out_dtype).transpose(0, 3, 1, 2)
+
+
+class _Work(threading.local):
+    """An int32 work buffer per thread (the frozen stage runs one batch per core)."""
+
+    def __init__(self, size: int):
+        self.size, self.buffer = size, None
+
+    def get(self) -> np.ndarray:
+        if self.buffer is None:
+            self.buffer = np.empty(self.size, np.int32)
+        return self.buffer
+
+
+class _FastConv:
+    """CONV_2D as one int8 x int8 -> int32 matrix product (`_Int8Gemm`) over the inputs' patches (NHWC rows, made
+    by C's im2col unless the convolution is 1x1 without padding), then C's requantization of every row."""
+
+    def __init__(self, lib, shape, q, in_zero: int, in_dtype: str, w: np.ndarray, bias: np.ndarray,
+                 pointwise: bool):
+        self.lib, self.shape, self.q, self.pointwise = lib, shape, q, pointwise
+        k = w[0].size
+        # patch rows: whole groups of 4 for the int8 dot-product instructions, and a byte of slack for im2col
+        self.k_pad = k if pointwise else -(-(k + 1) // 4) * 4
+        # patches in (kh, kw, C_in) order from NHWC inputs, (C_in, kh, kw) from NCHW ones (the model's input)
+        self.gemm = _Int8Gemm(w.transpose(0, 2, 3, 1).reshape(len(w), k), bias, in_zero, in_dtype, self.k_pad)
+        nchw = w.shape[2:] == (1, 1)  # one tap: both orders agree
+        self.gemm_nchw = self.gemm if nchw else _Int8Gemm(w.reshape(len(w), k), bias, in_zero, in_dtype, self.k_pad)
+        self.flip = 0x80 if self.gemm.shift_in else 0
+        self.fill = (in_zero & 0xFF) ^ self.flip  # the zero point's byte: a tap outside the input adds nothing
+        self.add = self.gemm.const.numpy()
+        self.b = self.gemm.b.numpy() if self.gemm.extra else None
+        self.out_dtype = np.int8 if q.ptr.flip else np.uint8
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        s, n = self.shape, len(x)
+        if self.pointwise:
+            rows = torch.from_numpy(np.ascontiguousarray(x[:, :, :: s.s_h, :: s.s_w].transpose(0, 2, 3, 1)))
+            r = self.gemm.products(rows.reshape(-1, s.c_in))
+        else:
+            cols = np.empty((n * s.h_out * s.w_out, self.k_pad), np.uint8)
+            nchw = x.flags.c_contiguous  # e.g. the model's input, as the caller gave it
+            data = x.view(np.uint8) if nchw else _nhwc_bytes(x)
+            self.lib.fast_im2col(s, n, int(not nchw), self.k_pad, self.flip, self.fill, data, cols)
+            gemm = self.gemm_nchw if nchw else self.gemm
+            r = gemm.products(torch.from_numpy(cols).view(torch.int8), shifted=True)
+        y = np.empty((n, s.h_out, s.w_out, s.c_out), np.uint8)
+        _checked(self.lib.fast_requant_rows(len(r), s.c_out, r.shape[1], r.numpy(), self.add, self.b, self.q, y),
+                 "requantization")
+        return y.view(self.out_dtype).transpose(0, 3, 1, 2)
 
 
 class _Pool:
@@ -307,12 +452,28 @@ class IntegerModel:
     """Runs a QuantizedModel's layers on integer codes (N, *input_shape) -> integer codes per layer.
 
     kernels: "optimized" (LiteRT's default built-in kernels) or "reference" (its reference kernels, = TFLite
-    Micro's); see the module docstring."""
+    Micro's); see the module docstring. fast: False runs every layer on the torch path, without the C runtime's
+    kernels (the same bits, slower; for comparisons)."""
 
-    def __init__(self, qmodel: QuantizedModel, kernels: str = "optimized"):
+    def __init__(self, qmodel: QuantizedModel, kernels: str = "optimized", fast: bool = True):
         self.records = prepare(qmodel, kernels)  # checks `kernels` and that the model is quantized
-        self.qmodel, self.spec, self.kernels_name = qmodel, qmodel.spec, kernels
-        self.kernels = {layer.name: self._kernel(layer) for layer in self.spec.layers}
+        self.qmodel, self.spec, self.kernels_name, self.fast = qmodel, qmodel.spec, kernels, fast
+        self.kernels = self._kernels()
+
+    def _kernels(self) -> dict:
+        kernels = {layer.name: self._kernel(layer) for layer in self.spec.layers}
+        for kernel in kernels.values() if not self.fast else ():
+            if isinstance(kernel, _Weighted):
+                kernel.fast = None
+        return kernels
+
+    # pickled (e.g. to a sweep's worker) without its kernels, which hold the C library: rebuilt where unpickled
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "kernels": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.kernels = self._kernels()
 
     def _kernel(self, layer: Layer):
         if layer.op not in INTEGER_KERNELS:
@@ -323,7 +484,9 @@ class IntegerModel:
         """Integer codes (in each layer's dtype) of layer `upto - 1` (default: the last layer) for input codes
         (N, *input_shape); with keep_all, a dict of every layer's codes instead."""
         def step(layer: Layer, ins: list[np.ndarray]) -> np.ndarray:
-            return self.kernels[layer.name](ins).astype(_np_dtype(layer.quant.output))
+            y = self.kernels[layer.name](ins).astype(_np_dtype(layer.quant.output), copy=False)
+            # a kernel may return a reversed view (a registered data-movement op); torch takes no negative strides
+            return y.copy(order="K") if any(s < 0 for s in y.strides) else y
 
         return self.spec.walk(step, codes, upto=upto, keep_all=keep_all)
 
@@ -333,20 +496,20 @@ class IntegerFrozenStage:
     `upto` (a layer name or index, as tinycl.model.split.Split takes; default: all). Satisfies
     tinycl.frozen.FrozenStage.
 
-    batch_size: samples run together (default: from BATCH_VALUES). Input: (N, *input_shape). Integer arrays of the
-    model input's dtype (e.g. uint8 images for the MobileNet files) are its codes and go in unchanged; float
-    arrays are quantized with `spec.input_quant` as TFLite's QUANTIZE does. Images must already have the model's
-    size: resize them first (the models' README resizes with PIL's `Image.resize`). `__call__` returns float32
-    latents, scale * (code - zero_point) of the last frozen layer (what a DEQUANTIZE would give); `codes` returns
-    the integer codes themselves.
+    batch_size: samples run together (default: from BATCH_VALUES); kernels, fast: as IntegerModel takes them.
+    Input: (N, *input_shape). Integer arrays of the model input's dtype (e.g. uint8 images for the MobileNet files)
+    are its codes and go in unchanged; float arrays are quantized with `spec.input_quant` as TFLite's QUANTIZE
+    does. Images must already have the model's size: resize them first (the models' README resizes with PIL's
+    `Image.resize`). `__call__` returns float32 latents, scale * (code - zero_point) of the last frozen layer (what
+    a DEQUANTIZE would give); `codes` returns the integer codes themselves.
     """
 
     def __init__(self, qmodel: QuantizedModel, upto: str | int | None = None, batch_size: int | None = None,
-                 kernels: str = "optimized"):
+                 kernels: str = "optimized", fast: bool = True):
         last = len(qmodel.spec.layers) - 1 if upto is None else upto
         self.qmodel = Split.at(qmodel.spec, last).frozen_model(qmodel)
         self.spec: ModelSpec = self.qmodel.spec
-        self.model = IntegerModel(self.qmodel, kernels)
+        self.model = IntegerModel(self.qmodel, kernels, fast)
         largest = max((math.prod(self.spec.output_shape(n)) for n in self.spec.names), default=1)
         # default: samples per batch such that the largest layer's float64 work buffer is ~16 MB (cache-sized;
         # larger batches run slower per sample here, 2x at 224 x 224)

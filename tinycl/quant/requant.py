@@ -108,13 +108,21 @@ class Requant:
         return Float64Multiplier(self.multiplier, self.shift, away, self.out_zero, self.act_min, self.act_max,
                                  self.out_dtype)
 
+    def float64(self, channels: int) -> Float64Multiplier | None:
+        """This record as a Float64Multiplier for accumulators of `channels` channels (what `apply_float` runs), or
+        None where only the int64 path is exact; the caller still keeps |acc| below its `limit`."""
+        f = self._float64
+        if f is None or (self.block and self.multiplier.size == 1 and channels % self.block):
+            return None
+        return f
+
     def apply_float(self, acc: torch.Tensor, bound: float | None = None) -> torch.Tensor | None:
         """`apply` for a torch float tensor (N, C, ...) of exact integer accumulators, in float64 (a few passes
         instead of int64 NumPy); the output codes as float64 integers. None where that is not provably the same:
         records that need the int64 path, or |acc| (`bound`, a bound known beforehand, else its maximum) too large
         for Float64Multiplier. Returns the int8 / uint8 codes."""
-        f = self._float64
-        if f is None or (self.block and self.multiplier.size == 1 and acc.ndim > 1 and acc.shape[1] % self.block):
+        f = self.float64(acc.shape[1] if acc.ndim > 1 else 0)
+        if f is None:
             return None
         if (bound is None or bound >= f.limit) and float(acc.abs().max()) >= f.limit:
             return None

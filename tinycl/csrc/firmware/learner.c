@@ -14,6 +14,12 @@ static tcl_net net_of(const tcl_learner *L, float lr) {
     net.lr = lr;
     net.momentum = d->momentum_factor;
     net.weight_decay = d->weight_decay;
+    net.brn_eps = d->brn_eps;
+    net.brn_momentum = d->brn_momentum;
+    net.r_limit = d->r_limit;
+    net.d_limit = d->d_limit;
+    net.brn_step = L->c.steps;
+    net.brn_warmup = d->brn_warmup;
     return net;
 }
 
@@ -44,6 +50,7 @@ int32_t tcl_learner_predict(tcl_learner *L, const int8_t *input) {
     const tcl_learner_def *d = L->def;
     const tcl_net net = net_of(L, 0.0f);
     load_latent(L, tcl_learner_latent(L, input), L->arena + net.input);
+    tcl_net_eval_stats(&net);
     tcl_net_forward(&net);
     const float *z = L->arena + d->layers[d->n_layers - 1].y;
     int32_t best = 0;
@@ -62,7 +69,14 @@ int32_t tcl_learner_learn(tcl_learner *L, const int8_t *input, int32_t label) {
     return TCL_OK;
 }
 
-/* (new, replayed) samples per mini-batch: TrainConfig.mix */
+/* Per class, whether it is among the first n labels. */
+static void mark_classes(const uint8_t *labels, int32_t n, uint8_t *present) {
+    for (int32_t i = 0; i < n; ++i) present[labels[i]] = 1;
+}
+
+/* (new, replayed) samples per mini-batch: TrainConfig.mix (Learner._mix for class_balanced: replayed share = classes
+ * only in memory / all classes present; the host rounds b * (1 - k / m) in float64, which no integer formula
+ * repeats at every tie, so the exporter tabulates the host's own result for every k < m <= n_classes) */
 static void mix(const tcl_learner *L, int32_t *cur, int32_t *rep) {
     const tcl_learner_def *d = L->def;
     const int32_t b = d->batch_size, n_new = L->n_new, n_mem = L->c.size;
@@ -73,15 +87,47 @@ static void mix(const tcl_learner *L, int32_t *cur, int32_t *rep) {
     }
     int32_t c = d->ratio_cur;
     if (d->mix == TCL_MIX_PELLEGRINI) c = n_new / tcl_imax((n_new + n_mem) / b, 1);
+    if (d->mix == TCL_MIX_CLASS_BALANCED) {
+        uint8_t in_memory[256] = {0}, present[256] = {0};
+        mark_classes(L->labels, n_mem, in_memory);
+        mark_classes(L->new_labels, n_new, present);
+        int32_t only_memory = 0, all = 0;
+        for (int32_t k = 0; k < 256; ++k) {
+            only_memory += in_memory[k] && !present[k];
+            all += in_memory[k] || present[k];
+        }
+        c = d->mix_cur[all * (all - 1) / 2 + only_memory];
+    }
     c = tcl_imin(tcl_imax(c, 1), b - 1);
     *cur = c;
     *rep = b - c;
 }
 
+/* A mini-batch for tcl_net_train_step: samples [0, nb) are new ones (idx_new[start + i]), the rest replayed slots
+ * (idx_slots[i - nb]). */
+typedef struct {
+    const tcl_learner *L;
+    int32_t start, nb;
+} batch;
+
+static int32_t batch_sample(void *ctx, int32_t i, float *x) {
+    const batch *b = (const batch *)ctx;
+    const tcl_learner *L = b->L;
+    const tcl_learner_def *d = L->def;
+    if (i < b->nb) {
+        const int32_t j = L->idx_new[b->start + i];
+        load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
+        return L->new_labels[j];
+    }
+    const size_t slot = L->idx_slots[i - b->nb];
+    tcl_dequantize_codes(L->codes, slot * (size_t)d->latent_size, (size_t)d->latent_size, d->bits, d->n_chan,
+                         d->chan_size, L->scale, L->zero, x);
+    return L->labels[slot];
+}
+
 static void train(tcl_learner *L, float lr) {
     const tcl_learner_def *d = L->def;
-    const tcl_net net = net_of(L, lr);
-    float *x = L->arena + net.input;
+    tcl_net net = net_of(L, lr);
     int32_t cur, rep;
     mix(L, &cur, &rep);
     for (int32_t i = 0; i < d->n_momentum; ++i) /* a new optimizer per experience: momentum restarts */
@@ -89,27 +135,16 @@ static void train(tcl_learner *L, float lr) {
     for (int32_t epoch = 0; epoch < d->epochs; ++epoch) {
         tcl_rng_permutation(&L->c.rng, L->idx_new, L->n_new);
         for (int32_t start = 0; start < L->n_new; start += cur) {
-            const int32_t nb = tcl_imin(cur, L->n_new - start), n = nb + rep;
-            const float grad_scale = 1.0f / (float)n;
+            const int32_t nb = tcl_imin(cur, L->n_new - start);
             /* the replayed slots are drawn before any sample is learned, as the host draws them */
             const int32_t replace = rep > L->c.size;
             if (!replace && rep) tcl_rng_sample(&L->c.rng, L->idx_slots, L->c.size, rep);
             if (replace)
                 for (int32_t k = 0; k < rep; ++k) L->idx_slots[k] = (uint16_t)tcl_rng_below(&L->c.rng,
                                                                                             (uint32_t)L->c.size);
-            tcl_net_zero_grad(&net);
-            for (int32_t k = 0; k < nb; ++k) {
-                const int32_t j = L->idx_new[start + k];
-                load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
-                tcl_net_accumulate(&net, L->new_labels[j], grad_scale);
-            }
-            for (int32_t k = 0; k < rep; ++k) {
-                const size_t slot = L->idx_slots[k];
-                tcl_dequantize_codes(L->codes, slot * (size_t)d->latent_size, (size_t)d->latent_size, d->bits,
-                                     d->n_chan, d->chan_size, L->scale, L->zero, x);
-                tcl_net_accumulate(&net, L->labels[slot], grad_scale);
-            }
-            tcl_net_sgd_step(&net);
+            batch b = {L, start, nb};
+            net.brn_step = ++L->c.steps;
+            tcl_net_train_step(&net, batch_sample, &b, nb + rep);
         }
     }
 }
@@ -134,9 +169,20 @@ static void calibrate(tcl_learner *L, int32_t h) {
     L->c.calibrated = 1;
 }
 
+/* New sample j (its latent requantized to the memory's codes) into `slot`. */
+static void store(tcl_learner *L, int32_t j, int32_t slot) {
+    const tcl_learner_def *d = L->def;
+    float *x = L->arena + d->layers[0].x; /* free between training steps */
+    uint8_t *codes = (uint8_t *)L->scratch_a;
+    load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
+    tcl_quantize_codes(x, (size_t)d->latent_size, d->bits, d->n_chan, d->chan_size, L->scale, L->zero, codes);
+    tcl_write_codes(L->codes, (size_t)slot * (size_t)d->latent_size, codes, (size_t)d->latent_size, d->bits);
+    L->labels[slot] = L->new_labels[j];
+}
+
 /* Pellegrini et al.'s rule (memory.nicv2_policy): h = min(N / (i + 1), n_new) random new latents (at least the
  * free slots' worth) overwrite the free slots first, then h random filled ones. */
-static void update_memory(tcl_learner *L) {
+static void nicv2(tcl_learner *L) {
     const tcl_learner_def *d = L->def;
     const int32_t n_new = L->n_new, size = L->c.size;
     int32_t h = tcl_imin(d->capacity / (L->c.experiences + 1), n_new);
@@ -145,24 +191,73 @@ static void update_memory(tcl_learner *L) {
     const int32_t n_free = tcl_imin(d->capacity, size + h) - size, rest = h - n_free;
     if (rest > 0) tcl_rng_sample(&L->c.rng, L->idx_slots, size, rest);
     if (h > 0 && !L->c.calibrated) calibrate(L, h);
-    float *x = L->arena + d->layers[0].x; /* free between training steps */
-    uint8_t *codes = (uint8_t *)L->scratch_a;
-    for (int32_t k = 0; k < h; ++k) {
-        const int32_t slot = k < n_free ? size + k : L->idx_slots[k - n_free];
-        const int32_t j = L->idx_new[k];
-        load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
-        tcl_quantize_codes(x, (size_t)d->latent_size, d->bits, d->n_chan, d->chan_size, L->scale, L->zero, codes);
-        tcl_write_codes(L->codes, (size_t)slot * (size_t)d->latent_size, codes, (size_t)d->latent_size, d->bits);
-        L->labels[slot] = L->new_labels[j];
-    }
+    for (int32_t k = 0; k < h; ++k) store(L, L->idx_new[k], k < n_free ? size + k : L->idx_slots[k - n_free]);
     L->c.size = size + n_free;
-    L->c.seen += n_new;
+}
+
+/* pool[0..k) = k of the n values of pool in random order: rng.choice(pool, k, replace=False) as
+ * tinycl/device/rng.py draws it (tcl_rng_sample's swaps, made on the values instead of their positions) */
+static void choose(tcl_rng *rng, uint16_t *pool, int32_t n, int32_t k) {
+    for (int32_t i = 0; i < k; ++i) {
+        const int32_t j = i + (int32_t)tcl_rng_below(rng, (uint32_t)(n - i));
+        const uint16_t t = pool[i];
+        pool[i] = pool[j];
+        pool[j] = t;
+    }
+}
+
+/* memory.class_balanced_policy: quota = N / (classes in memory or new); each class over its quota frees random slots
+ * (classes in ascending order), each new class takes up to quota - held random new samples (ascending order); the
+ * chosen samples go to the freed and free slots in ascending order, as many as both allow. */
+static void class_balanced(tcl_learner *L) {
+    const tcl_learner_def *d = L->def;
+    const int32_t n_new = L->n_new, size = L->c.size;
+    uint8_t in_memory[256] = {0}, present[256] = {0};
+    uint16_t held[256] = {0};
+    mark_classes(L->labels, size, in_memory);
+    mark_classes(L->new_labels, n_new, present);
+    int32_t all = 0;
+    for (int32_t c = 0; c < 256; ++c) all += in_memory[c] || present[c];
+    if (all == 0) return;
+    const int32_t quota = d->capacity / all;
+    for (int32_t i = 0; i < size; ++i) held[L->labels[i]]++;
+    int32_t n_freed = 0; /* idx_slots[0, n_freed): freed slots; each class's slots are listed after them */
+    for (int32_t c = 0; c < 256; ++c) {
+        if (held[c] <= quota) continue;
+        int32_t n = 0;
+        for (int32_t i = 0; i < size; ++i)
+            if (L->labels[i] == c) L->idx_slots[n_freed + n++] = (uint16_t)i;
+        choose(&L->c.rng, L->idx_slots + n_freed, n, n - quota);
+        n_freed += n - quota;
+    }
+    int32_t h = 0; /* idx_new[0, h): the chosen new samples */
+    for (int32_t c = 0; c < 256; ++c) {
+        if (!present[c]) continue;
+        int32_t n = 0;
+        for (int32_t i = 0; i < n_new; ++i)
+            if (L->new_labels[i] == c) L->idx_new[h + n++] = (uint16_t)i;
+        const int32_t want = tcl_imin(tcl_imax(quota - held[c], 0), n);
+        choose(&L->c.rng, L->idx_new + h, n, want);
+        h += want;
+    }
+    for (int32_t i = 1; i < n_freed; ++i) { /* ascending (insertion sort: at most N slots, once per experience) */
+        const uint16_t v = L->idx_slots[i];
+        int32_t k = i;
+        for (; k > 0 && L->idx_slots[k - 1] > v; --k) L->idx_slots[k] = L->idx_slots[k - 1];
+        L->idx_slots[k] = v;
+    }
+    h = tcl_imin(h, n_freed + d->capacity - size);
+    if (h > 0 && !L->c.calibrated) calibrate(L, h);
+    for (int32_t k = 0; k < h; ++k) store(L, L->idx_new[k], k < n_freed ? L->idx_slots[k] : size + k - n_freed);
+    L->c.size = tcl_imax(size, size + h - n_freed);
 }
 
 void tcl_learner_end_experience(tcl_learner *L) {
     const tcl_learner_def *d = L->def;
     train(L, L->c.experiences == 0 ? d->first_lr : d->lr);
-    update_memory(L);
+    if (d->policy == TCL_POLICY_CLASS_BALANCED) class_balanced(L);
+    else nicv2(L);
+    L->c.seen += L->n_new;
     L->c.experiences += 1;
     L->n_new = 0;
 }

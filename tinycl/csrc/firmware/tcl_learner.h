@@ -5,8 +5,9 @@
  * What a learner does is the host learner's `LatentReplay` in device mode (tinycl/learners), step for step:
  * tcl_learner_learn runs the frozen stage on one input and keeps its int8 latent; tcl_learner_end_experience trains
  * `epochs` passes over the experience's latents in mini-batches of `cur` new + `batch_size - cur` replayed ones
- * (momentum restarts per experience), then inserts new latents into the memory (Pellegrini et al.'s rule), drawing
- * every random choice from tcl_rng as tinycl/device/rng.py does. */
+ * (TrainConfig.mix: ratio, Pellegrini et al.'s rule or class-balanced; momentum restarts per experience; batch
+ * renormalization layers in train mode), then inserts new latents into the memory (memory.nicv2_policy or
+ * memory.class_balanced_policy), drawing every random choice from tcl_rng as tinycl/device/rng.py does. */
 #ifndef TCL_LEARNER_H
 #define TCL_LEARNER_H
 
@@ -33,12 +34,14 @@ typedef struct {
     const float *init;
 } tcl_param;
 
-enum { TCL_MIX_RATIO = 0, TCL_MIX_PELLEGRINI = 1 };
+enum { TCL_MIX_RATIO = 0, TCL_MIX_PELLEGRINI = 1, TCL_MIX_CLASS_BALANCED = 2 };
+enum { TCL_POLICY_NICV2 = 0, TCL_POLICY_CLASS_BALANCED = 1 };
 
-/* What tcl_save keeps besides the weights and the memory. */
+/* What tcl_save keeps besides the weights and the memory; steps: training steps so far (batch renormalization's
+ * warm-up, Learner.steps_). */
 typedef struct {
     tcl_rng rng;
-    int32_t size, seen, experiences, calibrated;
+    int32_t size, seen, experiences, calibrated, steps;
 } tcl_counters;
 
 typedef struct {
@@ -51,12 +54,16 @@ typedef struct {
     int32_t n_layers;
     const tcl_layer *layers;
     int32_t n_params, n_momentum, n_classes;
-    const tcl_param *params, *momentum;
+    const tcl_param *params, *momentum; /* params: weights, biases and running statistics, in the state's order */
     /* training: the host TrainConfig */
     float lr, first_lr, momentum_factor, weight_decay;
     int32_t epochs, batch_size, mix, ratio_cur; /* ratio_cur: new samples per mini-batch for TCL_MIX_RATIO */
+    const uint16_t *mix_cur; /* TCL_MIX_CLASS_BALANCED: new samples per mini-batch when k of the m classes present
+                              * are only in memory, at [m (m - 1) / 2 + k] for 1 <= m <= n_classes; else NULL */
+    float brn_eps, brn_momentum, r_limit, d_limit; /* batch renormalization (tcl_net) */
+    int32_t brn_warmup;
     /* replay memory: capacity slots of latent_size codes of `bits` bits; n_chan scales (chan_size values each) */
-    int32_t capacity, bits, n_chan, chan_size, max_new;
+    int32_t capacity, bits, n_chan, chan_size, max_new, policy; /* policy: TCL_POLICY_* */
     /* the state tcl_learner_init starts from (a fresh learner, or a host run's, tinycl export --from); NULL codes
      * and labels: an empty memory */
     const tcl_counters *init_counters;

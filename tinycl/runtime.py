@@ -37,7 +37,7 @@ __all__ = ["CSRC", "HEADER", "FP_FLAGS", "WARNING_FLAGS", "SANITIZE_FLAGS", "Lib
            "compile_library", "conv_shape", "host_fma_flags", "declarations", "ffi", "load_library", "prototypes",
            "sources"]
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+CSRC = Path(__file__).resolve().parent / "csrc"
 HEADER = CSRC / "tinycl.h"
 WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 # no contraction of a * b + c into a fused multiply-add unless the source asks for one (fmaf): clang contracts by
@@ -162,7 +162,7 @@ def conv_shape(spec: ModelSpec, layer: Layer):
 _DTYPES = {"float": np.float32, "double": np.float64, "int8_t": np.int8, "uint8_t": np.uint8, "int32_t": np.int32,
            "uint16_t": np.uint16}
 # tinycl.h: biases may be NULL; v = NULL means no momentum; sums = NULL: batch renorm with constant statistics
-_NULLABLE = ("b", "db", "bias", "v", "sums")
+_NULLABLE = ("b", "db", "bias", "v", "sums", "shift")
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,8 @@ def _size(shape, side: str) -> int:
 def _lengths(name: str, a: dict) -> dict[str, int]:
     """Elements each pointer argument of `name` reads or writes, from its other arguments `a` (by parameter
     name), by tinycl.h's conventions (weights OIHW / (C, 1, kh, kw) / (out, in), codes packed LSB first, ...)."""
+    if name.startswith("tcl_fast_"):  # int8_fast.c: n samples of NHWC bytes, or rows x n accumulators
+        return _fast_lengths(name, a)
     if "rng" in a:  # the generator's state only; permutation and sample write n values
         return {"out": a.get("n")}
     if "data" in a:
@@ -212,8 +214,9 @@ def _lengths(name: str, a: dict) -> dict[str, int]:
         return {"codes": a["count"], "packed": -(-end * a["bits"] // 8), "out": a.get("count"), "scale": n_chan,
                 "zero": n_chan, "x": a["count"]}
     if name.startswith("tcl_batchrenorm_"):  # c channels of hw values; per channel gamma, beta, 4 stats, 2 sums
-        n, c = a["c"] * a["hw"], a["c"]
-        return {"x": n, "y": n, "dx": n, "dy": n, "w": c, "b": c, "dw": c, "db": c, "stats": 4 * c, "sums": 2 * c}
+        n, c = a["c"] * a.get("hw", 0), a["c"]
+        return {"x": n, "y": n, "dx": n, "dy": n, "w": c, "b": c, "dw": c, "db": c, "stats": 4 * c, "sums": 2 * c,
+                "moments": 2 * c, "running": 2 * c, "shift": c}
     if "s" in a:
         s = a["s"]
         n_x, n_y, n_b = _size(s, "in"), _size(s, "out"), s.c_out
@@ -227,6 +230,17 @@ def _lengths(name: str, a: dict) -> dict[str, int]:
         return {"q": 1, **{k: a["n"] for k in ("x", "y", "dx", "dy", "z", "dz", "w", "g", "v")}}
     return {"x": n_x, "dx": n_x, "y": n_y, "dy": n_y, "w": n_w, "dw": n_w, "b": n_b, "db": n_b, "bias": n_b,
             "q": n_b}
+
+
+def _fast_lengths(name: str, a: dict) -> dict[str, int]:
+    if name == "tcl_fast_requant_rows":
+        return {"acc": a["rows"] * a["ld"], "add": a["n"], "b": a["n"], "q": a["q"].len, "y": a["rows"] * a["n"]}
+    s, n = a["s"], a["n"]
+    if name == "tcl_fast_im2col":
+        return {"x": n * _size(s, "in"), "cols": n * s.h_out * s.w_out * a["k_pad"]}
+    ring = s.s_w * (s.w_out + (s.k_w - 1) // max(s.s_w, 1)) * s.c_in
+    return {"x": n * _size(s, "in"), "w": s.k_h * s.k_w * a["q"].len, "bias": a["q"].len, "q": a["q"].len,
+            "work": s.k_h * (1 + ring), "y": n * _size(s, "out")}
 
 
 def _arg(p: Param, value, n: int | None, where: str):
@@ -243,10 +257,10 @@ def _arg(p: Param, value, n: int | None, where: str):
         if value is None and p.name in _NULLABLE:
             return ffi().NULL
         if n is None:  # a new function whose sizes `_lengths` does not know yet: refuse rather than guess
-            raise DataError(f"{what}: tinycl.device.runtime._lengths has no size rule for it; add one")
+            raise DataError(f"{what}: tinycl.runtime._lengths has no size rule for it; add one")
         return _buffer(value, p.ctype, n, not p.const, what)
     if p.ctype != "tcl_conv_shape" or ffi().typeof(value) is not ffi().typeof("tcl_conv_shape *"):
-        raise DataError(f"{what}: needs a {p.ctype} (tinycl.device.runtime.conv_shape or Library.new), got {value!r}")
+        raise DataError(f"{what}: needs a {p.ctype} (tinycl.runtime.conv_shape or Library.new), got {value!r}")
     return value  # a plain geometry record: no pointers inside
 
 
