@@ -188,7 +188,7 @@ def checks(runs) -> list[str]:
     joint = mean(where(runs, learner="joint"))
     fp32 = where(runs, learner="AR1*-style LR", bits=32, rng="max")
     best = max((mean(where(runs, learner=k, bits=32)) or 0 for k in ("AR1*-style LR", "plain LR")), default=None)
-    lines = ["| bar | measured | met |", "|---|---|---|"]
+    lines = ["| bar | measured | met (-: not measured, or one seed only) |", "|---|---|---|"]
 
     def row(bar, value, met):
         lines.append(f"| {bar} | {value} | {'-' if met is None else ('yes' if met else 'no')} |")
@@ -201,12 +201,12 @@ def checks(runs) -> list[str]:
     for bits in (8, 6, 4):
         p = paired(where(runs, learner="AR1*-style LR", bits=bits, rng="max"), fp32)
         row(f"{bits}-bit within 0.5 of fp32 (paired, SE <= 0.5)", fmt_delta(p),
-            None if p is None else abs(p[0]) <= 0.5 and p[1] <= 0.5)
+            None if p is None or p[2] < 2 else abs(p[0]) <= 0.5 and p[1] <= 0.5)
     two = [(rng, paired(where(runs, learner="AR1*-style LR", bits=2, rng=rng), fp32)) for rng in ("max", "mse")]
     two = [(rng, p) for rng, p in two if p is not None]
     if two:
         rng, p = max(two, key=lambda t: t[1][0])
-        row(f"2-bit (best range: {rng}) within 1.5 of fp32", fmt_delta(p), abs(p[0]) <= 1.5)
+        row(f"2-bit (best range: {rng}) within 1.5 of fp32", fmt_delta(p), None if p[2] < 2 else abs(p[0]) <= 1.5)
     else:
         row("2-bit within 1.5 of fp32", "-", None)
     gaps = {layer: mean(where(runs, layer=layer, learner="joint")) - mean(where(runs, layer=layer, learner=k,
@@ -215,7 +215,7 @@ def checks(runs) -> list[str]:
             for k in ("AR1*-style LR",) if where(runs, layer=layer, learner=k, bits=32)}
     row("every replay layer: fp32 latent replay within 12 of joint",
         ", ".join(f"{k} {v:.1f}" for k, v in sorted(gaps.items())) or "-",
-        None if not gaps else all(v <= 12 for v in gaps.values()))
+        None if len(gaps) < 2 else all(v <= 12 for v in gaps.values()))  # one layer is not "every layer"
     nic_fp32, nic_joint = where(runs, protocol="nic", n=None, learner="AR1*-style LR", bits=32), joint
     row("NIC-style stream: >= 85% of joint's accuracy",
         "-" if not nic_fp32 or nic_joint is None else f"{mean(nic_fp32) / nic_joint:.1%}",

@@ -30,12 +30,14 @@ ROWS = {(): "distilled + growth", (("growth.policy", "none"),): "distilled",
         (("distill.iterations", 0), ("growth.policy", "none")): "random real, 0 DM steps",
         (("memory.capacity", 10), ("strategy", "latent_replay"), ("train.replay_mix", "class_balanced")):
             "random replay",
+        (("memory.capacity", 10), ("memory.policy", "class_balanced"), ("strategy", "gdumb"), ("train.epochs", 2)):
+            "GDumb-style",
         (("strategy", "naive"),): "naive", (("strategy", "joint"), ("train.epochs", 8)): "joint"}
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """distilled_mnist.toml on 500 training images, 1 epoch, 5 DM steps, seeds 0 and 1 (14 trials)."""
+    """distilled_mnist.toml on 500 training images, 1 epoch, 5 DM steps, seeds 0 and 1 (16 trials)."""
     pytest.importorskip("ray")
     root = require_shared_data("mnist")
     tmp = tmp_path_factory.mktemp("distilled")
@@ -45,8 +47,10 @@ def sweep(tmp_path_factory) -> Path:
                    "distill.iterations": 5, "distill.real_batch": 32, "growth.retrain_epochs": 0}
     spec["cross"]["seed"] = [0, 1]
     for row in spec["rows"]:
-        if row.get("strategy") == "latent_replay":
+        if row.get("strategy") in ("latent_replay", "gdumb"):
             row["memory.capacity"] = 10  # 1 per class (1% of 50, at least 1): the distilled sets' count here
+        if row.get("strategy") == "gdumb":
+            row["train.epochs"] = 2
     (tmp / "grid.toml").write_text(tomli_w.dumps(spec))
     done = subprocess.run([sys.executable, "-m", "tinycl.cli", "sweep", str(tmp / "grid.toml"), "--out",
                            str(tmp / "out"), "--workers", "1", "--no-progress"], capture_output=True, text=True,

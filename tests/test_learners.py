@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from tinycl.config import DataConfig, MemoryConfig, ModelConfig, RunConfig, TrainConfig
 from tinycl.errors import ConfigError
@@ -207,3 +208,26 @@ def test_new_latents_quantized_reach_the_adaptive_stage_as_stored(setup):
     assert np.array_equal(seen[-1], z)
     with pytest.raises(ConfigError, match="memory.new_latents 'q'; allowed: exact, quantized"):
         MemoryConfig(new_latents="q")
+
+
+def test_gdumb_trains_on_the_memory_alone_from_the_deployed_weights(setup):
+    cfg = replace(with_strategy(TINY, "gdumb"), memory=replace(TINY.memory, policy="class_balanced"))
+    learner = make_learner(cfg, setup)
+    deployed = {k: v.clone() for k, v in learner.adaptive.state_dict().items()}
+    seen = []
+    train = learner._train
+
+    def spy(z, y, lr):
+        seen.append((z.copy(), y.copy(), {k: v.clone() for k, v in learner.adaptive.state_dict().items()}))
+        train(z, y, lr)
+
+    learner._train = spy
+    for exp in setup.scenario.train[:2]:
+        learner.partial_fit(exp)
+    mem = learner.memory
+    z_mem, y_mem = mem.read(np.arange(mem.size))
+    assert np.array_equal(seen[1][0], z_mem) and np.array_equal(seen[1][1], y_mem)  # the memory, nothing else
+    assert set(y_mem.tolist()) == set(np.concatenate([e.y for e in setup.scenario.train[:2]]).tolist())
+    for _, _, weights in seen:  # every experience starts from the deployed weights
+        assert all(torch.equal(weights[k], deployed[k]) for k in deployed)
+    assert learner.sample_passes == TINY.train.epochs * (len(seen[0][1]) + len(seen[1][1]))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tinycl.errors import ConfigError
 from tinycl.learners.base import Learner, TrainConfig
 from tinycl.learners.distilled import DistilledReplay
-from tinycl.learners.replay import Joint, LatentReplay, RawReplay
+from tinycl.learners.replay import GDumb, Joint, LatentReplay, RawReplay
 from tinycl.memory import ReplayMemory
 from tinycl.model.adapt import insert_batch_renorm
 from tinycl.model.build import SpecModule, build
@@ -82,6 +82,14 @@ def latent_replay(cfg: RunConfig, setup: Setup) -> Learner:
                         policy=cfg.memory.policy, new_latents=cfg.memory.new_latents, seed=cfg.seed)
 
 
+def gdumb(cfg: RunConfig, setup: Setup) -> Learner:
+    """GDumb-style: cfg.memory.capacity latents (cfg.memory.policy, class_balanced as in GDumb), and the adaptive
+    stage retrained from its deployed weights on the memory alone at every experience."""
+    memory = new_memory(cfg, setup, cfg.memory.capacity, setup.split.latent_shape)
+    return GDumb(setup.cache, adaptive_module(cfg, setup), train_config(cfg), memory=memory,
+                 policy=cfg.memory.policy, new_latents=cfg.memory.new_latents, seed=cfg.seed)
+
+
 def raw_replay(cfg: RunConfig, setup: Setup) -> Learner:
     """Inputs as 8-bit codes, as many as fit the bytes of latent_replay's memory (cfg.memory.capacity latents at
     cfg.memory.bits), so the two are compared at equal bytes."""
@@ -113,6 +121,7 @@ STRATEGIES: dict[str, Factory] = {
     "latent_replay": latent_replay,
     "raw_replay": raw_replay,
     "distilled_replay": distilled_replay,
+    "gdumb": gdumb,
 }
 
 

@@ -3,6 +3,8 @@ raw-input replay (inputs stored, run through the frozen stage again when replaye
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from tinycl.data.dataset import to_float
@@ -10,7 +12,7 @@ from tinycl.learners.base import Learner
 from tinycl.memory import POLICIES, ReplayMemory
 from tinycl.scenarios import Experience
 
-__all__ = ["Joint", "LatentReplay", "RawReplay"]
+__all__ = ["GDumb", "Joint", "LatentReplay", "RawReplay"]
 
 
 NEW_LATENTS = ("exact", "quantized")  # memory.new_latents: how latent replay's new latents reach the adaptive stage
@@ -103,6 +105,27 @@ class LatentReplay(Learner):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.memory.load_state_dict(state["memory"])
+
+
+class GDumb(LatentReplay):
+    """GDumb-style (Prabhu et al. 2020): the memory is filled first (class-balanced, as memory.policy says), then the
+    adaptive stage starts again from its deployed weights and trains on the memory alone, every experience; the
+    new data are not trained on beyond what the memory keeps of them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deployed = copy.deepcopy(self.adaptive.state_dict())
+
+    def _training_set(self, experience: Experience, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        super()._after_experience(experience, z)
+        self.adaptive.load_state_dict(self._deployed)
+        return self.memory.read(np.arange(self.memory.size))
+
+    def _replay_size(self) -> int:
+        return 0  # the memory is the training set, not a replay share
+
+    def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
+        return 0
 
 
 class RawReplay(LatentReplay):
