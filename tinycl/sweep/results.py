@@ -15,7 +15,7 @@ import numpy as np
 from tinycl.io import atomic_save, atomic_write_bytes
 
 __all__ = ["METRICS", "device_bytes", "rows_from_results", "pareto", "write_tables", "plot_pareto", "flatten",
-           "summary_rows", "markdown_table", "write_report"]
+           "summary_rows", "markdown_table", "write_report", "write_generated"]
 
 # (column, how it is read from metrics.json, format)
 METRICS = (
@@ -186,3 +186,11 @@ def write_report(results: list[dict], axes: list[str], out: Path, title: str = "
         if (p := plot_pareto(rows, Path(out) / name, x=x, title=title)) is not None:
             paths.append(p)
     return paths
+
+
+def write_generated(page: Path, begin: str, end: str, text: str) -> None:
+    """Replace what lies between the markers `begin` and `end` of a docs page with `text` (a study's report step;
+    the prose around the markers is kept), atomically."""
+    old = Path(page).read_text()
+    start, stop = old.index(begin) + len(begin), old.index(end)
+    atomic_write_bytes(Path(page), (old[:start] + "\n\n" + text + "\n" + old[stop:]).encode())
