@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -115,3 +116,15 @@ def sanitized_runtime() -> tuple[Path, dict]:
         pytest.skip("the compiler's AddressSanitizer runtime (libasan.so) is not installed")
     env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
     return compile_library(sanitize=True), env
+
+
+def run_powerloss(project: Path, workdir: Path) -> list[str]:
+    """Build an exported project's sources with tests/c/powerloss.c (a save cut after every possible number of
+    bytes) for the host and run it: the words it prints (it exits 0 when every cut left a usable state)."""
+    src = sorted(str(p) for p in (project / "src").glob("*.c"))
+    exe = workdir / "powerloss"
+    subprocess.run(["cc", "-std=c99", "-O2", "-ffp-contract=off", "-DTCL_NO_DOUBLE", f"-I{project / 'src'}", "-o",
+                    str(exe), *src, str(REPO / "tests/c/powerloss.c"), "-lm"], check=True)
+    result = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    return result.stdout.split()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, missing_reference, require_shared_model
+from conftest import REPO, missing_reference, require_shared_model, run_powerloss
 
 from tinycl.config import load_config
 from tinycl.device.rng import PortableRng
@@ -25,6 +25,7 @@ from tinycl.errors import ConfigError, ModelError
 from tinycl.export import DeviceLearner, export_project, fit, footprint, predicted, reference_lines
 from tinycl.export.learner import unsupported_ops
 from tinycl.export.project import TOOLS, flash_nbytes, ram_nbytes
+from tinycl.export.scenario import seen_accuracies
 from tinycl.runtime import load_library
 
 DIGITS = REPO / "benchmarks/configs/digits_qlr.toml"
@@ -113,8 +114,7 @@ def test_accuracies_are_those_of_tinycl_run_in_device_mode(digits):
 
     dl, _, reference = digits
     metrics = run_experiment(dl.cfg)
-    seen = [line.split(" seen ")[1].split()[0].split("/") for line in reference]
-    assert metrics["accuracy_after_each"] == pytest.approx([int(c) / int(t) for c, t in seen], abs=0)
+    assert metrics["accuracy_after_each"] == pytest.approx(seen_accuracies(reference), abs=0)
 
 
 def test_cortex_m4f_under_qemu_prints_the_python_device_run(digits):
@@ -157,13 +157,7 @@ def test_power_loss_at_every_byte_of_a_save(tmp_path):
     cfg = load_config(DIGITS, ["model.width=4", "memory.capacity=20", "memory.bits=4", "model.pretrain_epochs=1",
                                "data.n_train=200", "data.n_test=50", "train.epochs=1"])
     export_project(DeviceLearner.build(cfg), tmp_path)
-    src = sorted(str(p) for p in (tmp_path / "src").glob("*.c"))
-    exe = tmp_path / "powerloss"
-    subprocess.run(["cc", "-std=c99", "-O2", "-ffp-contract=off", "-DTCL_NO_DOUBLE", f"-I{tmp_path / 'src'}", "-o",
-                    str(exe), *src, str(REPO / "tests/c/powerloss.c"), "-lm"], check=True)
-    result = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
-    words = result.stdout.split()
+    words = run_powerloss(tmp_path, tmp_path)
     total = int(words[2])
     assert words[4] == str(total + 1) and words[10] == "0" and words[-1] == "rejected"
     assert int(words[6]) + int(words[8]) == total + 1 and int(words[8]) >= 1

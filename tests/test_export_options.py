@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_powerloss
 from test_export import DIGITS, SMALL, host_run, qemu_run, require_tools
 
 from tinycl.config import load_config
@@ -18,6 +18,7 @@ from tinycl.errors import ConfigError
 from tinycl.export import DeviceLearner, export_project, reference_lines
 from tinycl.export.codegen import slot_nbytes, state_fields
 from tinycl.export.project import TOOLS
+from tinycl.export.scenario import seen_accuracies
 
 # a memory of 23 slots for 10 classes: classes over their quota give up slots at every experience
 OPTIONS = ["memory.policy=class_balanced", "train.replay_mix=class_balanced", "train.batch_renorm=true",
@@ -61,8 +62,7 @@ def test_accuracies_are_those_of_tinycl_run_in_device_mode(balanced):
 
     dl, _, reference = balanced
     metrics = run_experiment(dl.cfg)
-    seen = [line.split(" seen ")[1].split()[0].split("/") for line in reference]
-    assert metrics["accuracy_after_each"] == pytest.approx([int(c) / int(t) for c, t in seen], abs=0)
+    assert metrics["accuracy_after_each"] == pytest.approx(seen_accuracies(reference), abs=0)
 
 
 def test_the_saved_state_holds_the_running_statistics(balanced):
@@ -89,13 +89,7 @@ def test_power_loss_keeps_the_running_statistics(tmp_path):
                                "train.epochs=1", *OPTIONS])
     dl = DeviceLearner.build(cfg)
     export_project(dl, tmp_path)
-    src = sorted(str(p) for p in (tmp_path / "src").glob("*.c"))
-    exe = tmp_path / "powerloss"
-    subprocess.run(["cc", "-std=c99", "-O2", "-ffp-contract=off", "-DTCL_NO_DOUBLE", f"-I{tmp_path / 'src'}", "-o",
-                    str(exe), *src, str(REPO / "tests/c/powerloss.c"), "-lm"], check=True)
-    result = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
-    words = result.stdout.split()
+    words = run_powerloss(tmp_path, tmp_path)
     # bytes one save writes: the target slot's magic cleared (4), the payload, the 20-byte header
     assert int(words[2]) == 4 + sum(len(v) for v in state_fields(dl).values()) + 20
     assert words[10] == "0" and words[-1] == "rejected"

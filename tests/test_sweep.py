@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinycl.cli import main
 from tinycl.errors import ConfigError
 from tinycl.sweep import load_grid
-from tinycl.sweep.results import pareto
+from tinycl.sweep.results import finished_trials, mean_se, paired_by_seed, pareto
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = f"""
@@ -102,6 +103,21 @@ def test_failed_trials_are_recorded_while_the_others_finish(reference):
     assert all(r["status"] == "ok" for name, r in results.items() if "seed" in name)
     table = (out / "results.md").read_text()
     assert "memory.bits=9" in table and (out / "pareto.png").stat().st_size > 1000
+
+
+def test_a_study_reads_finished_trials_and_pairs_them_by_seed(reference):
+    _, out, _ = reference
+    trials = finished_trials([out])  # the two failed trials are left out
+    assert sorted((t["cfg"]["memory.bits"], t["seed"]) for t in trials) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+    four, eight = ([t for t in trials if t["cfg"]["memory.bits"] == b] for b in (4, 8))
+    acc = {(t["cfg"]["memory.bits"], t["seed"]): t["metrics"]["final_accuracy"] for t in trials}
+    d = paired_by_seed(four, eight[1:], lambda t: t["metrics"]["final_accuracy"])  # seed 1 only in both
+    assert d.tolist() == [acc[4, 1] - acc[8, 1]]
+    d = paired_by_seed(four, eight, lambda t: t["metrics"]["final_accuracy"])
+    assert d.tolist() == [acc[4, 0] - acc[8, 0], acc[4, 1] - acc[8, 1]]
+    mean, se = mean_se([1.0, 2.0, 6.0])
+    assert mean == 3.0 and abs(se - (7 / 3) ** 0.5) < 1e-12  # sd 2.6458 / sqrt(3)
+    assert np.isnan(mean_se([1.0])[1])
 
 
 def test_latents_are_computed_once_per_data_model_split(reference):

@@ -20,7 +20,7 @@ from tinycl.export.codegen import state_fields
 from tinycl.export.learner import DeviceLearner, input_codes
 from tinycl.io import atomic_output
 
-__all__ = ["write_scenario", "reference_lines", "format_line"]
+__all__ = ["write_scenario", "reference_lines", "format_line", "seen_accuracies"]
 
 
 def _records(dl: DeviceLearner, x: np.ndarray, y: np.ndarray) -> bytes:
@@ -52,6 +52,15 @@ def format_line(i: int, correct: list[int], total: list[int], crcs: tuple[int, i
     p, w, m, s = crcs
     return (f"experience {i}: seen {seen_c}/{seen_t} tests {tests} predictions {p:08x} weights {w:08x} "
             f"memory {m:08x} state {s:08x}")
+
+
+def seen_accuracies(lines: list[str]) -> list[float]:
+    """Accuracy on the classes seen after each experience, read back from main.c's lines (format_line's)."""
+    out = []
+    for line in lines:
+        correct, total = line.split(" seen ", 1)[1].split(maxsplit=1)[0].split("/")
+        out.append(int(correct) / int(total))
+    return out
 
 
 def reference_lines(dl: DeviceLearner, experiences: int | None = None) -> list[str]:

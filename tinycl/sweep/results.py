@@ -8,14 +8,18 @@ from __future__ import annotations
 import csv
 import io
 import math
+import operator
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from tinycl.io import atomic_save, atomic_write_bytes
+from tinycl.sweep.engine import read_result
 
 __all__ = ["METRICS", "device_bytes", "rows_from_results", "pareto", "write_tables", "plot_pareto", "flatten",
-           "summary_rows", "markdown_table", "write_report", "write_generated"]
+           "summary_rows", "markdown_table", "write_report", "write_generated", "finished_trials", "paired_by_seed",
+           "mean_se"]
 
 # (column, how it is read from metrics.json, format)
 METRICS = (
@@ -188,9 +192,42 @@ def write_report(results: list[dict], axes: list[str], out: Path, title: str = "
     return paths
 
 
-def write_generated(page: Path, begin: str, end: str, text: str) -> None:
+def write_generated(page: Path | None, begin: str, end: str, text: str) -> None:
     """Replace what lies between the markers `begin` and `end` of a docs page with `text` (a study's report step;
-    the prose around the markers is kept), atomically."""
+    the prose around the markers is kept), atomically; with no page, print the text."""
+    if page is None:
+        print(text)
+        return
     old = Path(page).read_text()
     start, stop = old.index(begin) + len(begin), old.index(end)
     atomic_write_bytes(Path(page), (old[:start] + "\n\n" + text + "\n" + old[stop:]).encode())
+
+
+def finished_trials(dirs) -> list[dict]:
+    """Every finished trial (result.json with status "ok" beside its config.toml) under DIR/trials/ of each sweep
+    output in `dirs`, in name order: {"dir", "cfg" (the flattened config), "seed", "metrics", "result"}. A
+    trial still running or failed is left out; a study's report step reads its sweeps with this."""
+    trials = []
+    for trial in sorted(t for d in dirs for t in (Path(d) / "trials").glob("*/")):
+        result = read_result(trial)
+        if result is None or result.get("status") != "ok" or not (trial / "config.toml").exists():
+            continue
+        cfg = flatten(tomllib.loads((trial / "config.toml").read_text()))
+        trials.append({"dir": trial, "cfg": cfg, "seed": cfg.get("seed", 0), "metrics": result["metrics"],
+                       "result": result})
+    return trials
+
+
+def paired_by_seed(a: list[dict], b: list[dict], read, op=operator.sub) -> np.ndarray:
+    """op(read(x), read(y)) for each seed that has a trial x in `a` and y in `b`, in seed order: the paired
+    differences (or, with op=operator.truediv, ratios) a study reports against its reference row."""
+    by_seed = {r["seed"]: read(r) for r in b}
+    return np.array([op(read(r), by_seed[r["seed"]]) for r in sorted(a, key=lambda r: r["seed"])
+                     if r["seed"] in by_seed], dtype=float)
+
+
+def mean_se(d: np.ndarray) -> tuple[float, float]:
+    """Mean of paired differences and its standard error (nan with fewer than two pairs)."""
+    d = np.asarray(d, dtype=float)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
