@@ -124,7 +124,7 @@ def claims_and_bars(sel: dict, benches: list[str]) -> tuple[list[str], list[str]
         joint_bar, dist_bar = BARS.get(b, (None, None))
         for name, rs, bar in (("joint", sel[b, "joint"], joint_bar), ("distilled", dist, dist_bar)):
             if bar is not None:
-                acc = 100 * np.mean([get(r, "acc") for r in rs]) if rs else None
+                acc = float(np.mean(100 * np.array([get(r, "acc") for r in rs]))) if rs else None  # as ms()
                 bars.append(f"| {b}: {name} >= {bar}% | {'-' if acc is None else f'{acc:.1f}%'} | "
                             f"{'-' if acc is None else 'yes' if acc >= bar else 'no'} |")
     for bar, (k, n) in (("distilled above random replay of equal bytes (paired mean)", beats),

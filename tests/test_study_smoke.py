@@ -27,8 +27,13 @@ def test_grids_cover_the_issue_factors():
     assert {32, 8, 6, 4, 3, 2} <= {b for b, _ in bits} and (2, "mse") in bits
     assert {t.config.strategy for t in study.trials} == {"latent_replay", "joint", "naive"}
     assert {t.config.seed for t in study.trials} >= {0, 1, 2}
-    layers = {t.config.model.split for t in load_grid(REPO / "benchmarks/grids/qlr_layers.toml").trials}
-    assert {"Conv2d_11_pointwise", "Conv2d_13_pointwise", "AvgPool_1a"} <= layers
+    layers = load_grid(REPO / "benchmarks/grids/qlr_layers.toml").trials
+    for layer in ("Conv2d_11_pointwise", "Conv2d_13_pointwise", "AvgPool_1a"):  # every bar's bit width at each
+        at = {(t.config.strategy, t.config.memory.bits) for t in layers if t.config.model.split == layer}
+        assert {("latent_replay", b) for b in (32, 8, 6, 4)} | {("joint", 32)} <= at, layer
+    lr_layers = load_grid(REPO / "benchmarks/grids/qlr_lr_layers.toml").trials
+    assert all(t.config.data.validation for t in lr_layers)
+    assert {t.config.model.split for t in lr_layers} == {"Conv2d_11_pointwise", "Conv2d_13_pointwise", "AvgPool_1a"}
     assert {t.config.memory.capacity for t in load_grid(REPO / "benchmarks/grids/qlr_n.toml").trials} >= {375, 3000}
     assert {t.config.data.protocol for t in load_grid(REPO / "benchmarks/grids/qlr_nic.toml").trials} == {"nic"}
     assert all(t.config.data.validation for t in load_grid(REPO / "benchmarks/grids/qlr_lr.toml").trials)
@@ -60,6 +65,10 @@ def test_report_numbers_come_from_the_trials(tmp_path):
         _trial(tmp_path, f"q2e-{seed}", exact, two[seed] - 0.3, 0.5, 250)
     # a held-out (lr search) run: in the lr table only, never mixed into the test-set tables
     _trial(tmp_path, "lr", ["data.validation=0.1", "strategy=joint"], 0.99, 0.99, 0)
+    for seed, (f, q) in enumerate(((0.66, 0.65), (0.68, 0.66))):  # another layer: fp32 and 4 bits, 2 seeds
+        layer = ["model.split=AvgPool_1a", f"seed={seed}"]
+        _trial(tmp_path, f"pool-{seed}", layer, f, 0.7, 1000)
+        _trial(tmp_path, f"pool4-{seed}", [*layer, "memory.bits=4"], q, 0.7, 125)
     (tmp_path / "trials" / "broken").mkdir()  # an unfinished trial: skipped
     page = tmp_path / "page.md"
     page.write_text(f"# Study\n\nprose kept\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
@@ -77,6 +86,9 @@ def test_report_numbers_come_from_the_trials(tmp_path):
     assert f"| 2-bit (best range: mse) within 1.5 of fp32 | {d.mean():+.2f}" in text
     assert f"| 2 | mse | {q2.mean() - 30:.1f} +- {q2.std(ddof=1):.1f} (3) | {q2.mean():.1f} +- " in text
     assert "| 2 | mse | 3" not in text.split("### New latents")[0]
+    assert "| every replay layer: 4-bit within 0.5 of fp32 (paired, SE <= 0.5) | Conv2d_10_depthwise -; " \
+           "AvgPool_1a -1.50 (SE 0.50, 2; resolved) | - |" in text  # not measured at the default layer
+    assert "| AvgPool_1a | - | - | - | 67.0 +- 1.4 (2) | 65.5 +- 0.7 (2) | - | -1.50 (SE 0.50, 2; resolved) |" in text
     assert "16.0x less" in text and (tmp_path / report.PARETO_PNG).stat().st_size > 1000
 
 
