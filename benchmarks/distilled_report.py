@@ -67,11 +67,16 @@ def get(run: dict, key: str) -> float:
     return METRIC[key](run["m"])
 
 
+def values(rs: list[dict], key: str = "acc", scale: float = 100) -> np.ndarray:
+    """`key` of each run, times `scale` (the tables' and the bars' numbers both come from here)."""
+    return scale * np.array([get(r, key) for r in rs], dtype=float)
+
+
 def ms(rs: list[dict], key: str = "acc", scale: float = 100, fmt: str = "{:.1f}", sd: bool = True) -> str:
     """Mean (+- sd with sd and more than one run) of `key` over runs, times `scale`."""
     if not rs:
         return "-"
-    a = scale * np.array([get(r, key) for r in rs], dtype=float)
+    a = values(rs, key, scale)
     return fmt.format(a.mean()) + (f" +- {fmt.format(a.std(ddof=1))}" if sd and len(a) > 1 else "")
 
 
@@ -124,7 +129,7 @@ def claims_and_bars(sel: dict, benches: list[str]) -> tuple[list[str], list[str]
         joint_bar, dist_bar = BARS.get(b, (None, None))
         for name, rs, bar in (("joint", sel[b, "joint"], joint_bar), ("distilled", dist, dist_bar)):
             if bar is not None:
-                acc = float(np.mean(100 * np.array([get(r, "acc") for r in rs]))) if rs else None  # as ms()
+                acc = float(values(rs).mean()) if rs else None
                 bars.append(f"| {b}: {name} >= {bar}% | {'-' if acc is None else f'{acc:.1f}%'} | "
                             f"{'-' if acc is None else 'yes' if acc >= bar else 'no'} |")
     for bar, (k, n) in (("distilled above random replay of equal bytes (paired mean)", beats),

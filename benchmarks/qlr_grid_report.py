@@ -64,7 +64,7 @@ def where(runs, *, layer=DEFAULT_LAYER, protocol="split-cifar10", n=1500, learne
 
 
 def mean(rs, key="acc") -> float | None:
-    return 100 * float(np.mean([r[key] for r in rs])) if rs else None
+    return float((100 * np.array([r[key] for r in rs])).mean()) if rs else None  # as stats() prints it
 
 
 def stats(rs: list[dict], key: str = "acc") -> str:

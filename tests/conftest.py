@@ -118,11 +118,11 @@ def sanitized_runtime() -> tuple[Path, dict]:
     return compile_library(sanitize=True), env
 
 
-def run_powerloss(project: Path, workdir: Path) -> list[str]:
+def run_powerloss(project: Path) -> list[str]:
     """Build an exported project's sources with tests/c/powerloss.c (a save cut after every possible number of
     bytes) for the host and run it: the words it prints (it exits 0 when every cut left a usable state)."""
     src = sorted(str(p) for p in (project / "src").glob("*.c"))
-    exe = workdir / "powerloss"
+    exe = project / "powerloss"
     subprocess.run(["cc", "-std=c99", "-O2", "-ffp-contract=off", "-DTCL_NO_DOUBLE", f"-I{project / 'src'}", "-o",
                     str(exe), *src, str(REPO / "tests/c/powerloss.c"), "-lm"], check=True)
     result = subprocess.run([str(exe)], capture_output=True, text=True)

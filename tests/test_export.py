@@ -157,7 +157,7 @@ def test_power_loss_at_every_byte_of_a_save(tmp_path):
     cfg = load_config(DIGITS, ["model.width=4", "memory.capacity=20", "memory.bits=4", "model.pretrain_epochs=1",
                                "data.n_train=200", "data.n_test=50", "train.epochs=1"])
     export_project(DeviceLearner.build(cfg), tmp_path)
-    words = run_powerloss(tmp_path, tmp_path)
+    words = run_powerloss(tmp_path)
     total = int(words[2])
     assert words[4] == str(total + 1) and words[10] == "0" and words[-1] == "rejected"
     assert int(words[6]) + int(words[8]) == total + 1 and int(words[8]) >= 1

@@ -89,7 +89,7 @@ def test_power_loss_keeps_the_running_statistics(tmp_path):
                                "train.epochs=1", *OPTIONS])
     dl = DeviceLearner.build(cfg)
     export_project(dl, tmp_path)
-    words = run_powerloss(tmp_path, tmp_path)
+    words = run_powerloss(tmp_path)
     # bytes one save writes: the target slot's magic cleared (4), the payload, the 20-byte header
     assert int(words[2]) == 4 + sum(len(v) for v in state_fields(dl).values()) + 20
     assert words[10] == "0" and words[-1] == "rejected"

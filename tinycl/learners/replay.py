@@ -85,10 +85,14 @@ class LatentReplay(Learner):
     def _stored(self, experience: Experience, z: np.ndarray) -> np.ndarray:
         return z
 
-    def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
+    def _keep(self, experience: Experience, z: np.ndarray) -> None:
+        """The memory update: the policy picks which new samples take which slots."""
         new, slots = self.policy(self.memory, experience.y, experience.index, self.rng)
         self.memory.write(slots, self._stored(experience, z)[new], experience.y[new])
         self.memory.seen_ += len(experience.y)
+
+    def _after_experience(self, experience: Experience, z: np.ndarray) -> int:
+        self._keep(experience, z)
         return 0
 
     @property
@@ -117,7 +121,7 @@ class GDumb(LatentReplay):
         self._deployed = copy.deepcopy(self.adaptive.state_dict())
 
     def _training_set(self, experience: Experience, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        super()._after_experience(experience, z)
+        self._keep(experience, z)  # before training: the memory is the training set
         self.adaptive.load_state_dict(self._deployed)
         return self.memory.read(np.arange(self.memory.size))
 
