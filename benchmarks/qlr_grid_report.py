@@ -43,23 +43,61 @@ def load_runs(dirs: list[Path]) -> list[dict]:
              "seconds": t["metrics"]["seconds"]} for t in finished_trials(dirs)]
 
 
+AR1_STYLE = {"train.batch_renorm": True, "memory.policy": "class_balanced", "train.replay_mix": "class_balanced",
+             "train.cwr": False}  # the study's base learner
+PLAIN = {"train.batch_renorm": False, "memory.policy": "nicv2", "train.replay_mix": "pellegrini", "train.cwr": False}
+ABLATION = {"train.batch_renorm": "BRN", "memory.policy": "memory policy", "train.replay_mix": "replay mix",
+            "train.cwr": "CWR*"}  # the recipe's parts, as the ablation table names them
+
+
 def recipe(cfg: dict) -> str:
+    """joint, naive, the AR1*-style learner, plain latent replay, or the AR1*-style learner with the parts that
+    differ from it named (the ablation rows)."""
     if cfg.get("strategy") in ("joint", "naive"):
         return cfg["strategy"]
-    return "AR1*-style LR" if cfg.get("train.batch_renorm") else "plain LR"
+    parts = {k: cfg.get(k, False) for k in AR1_STYLE}
+    if parts == PLAIN:
+        return "plain LR"
+    changed = [(f"{'' if v else 'no '}{ABLATION[k]}" if isinstance(v, bool) else f"{ABLATION[k]} {v}")
+               for k, v in parts.items() if v != AR1_STYLE[k]]
+    return "AR1*-style LR" + (f" with {', '.join(changed)}" if changed else "")
+
+
+def lr_key(cfg: dict) -> tuple[str, str]:
+    """Whose lr a run uses: joint has its own; every other learner at a layer uses the replay learner's."""
+    return cfg["model.split"], "joint" if recipe(cfg) == "joint" else "replay"
+
+
+def chosen_lr(runs) -> dict[tuple[str, str], float]:
+    """The held-out search's best lr per lr_key (runs with data.validation; mean over seeds)."""
+    acc: dict[tuple[str, str], dict[float, list[float]]] = {}
+    for r in runs:
+        if r["cfg"].get("data.validation") and recipe(r["cfg"]) in ("joint", "AR1*-style LR"):
+            acc.setdefault(lr_key(r["cfg"]), {}).setdefault(r["cfg"]["train.lr"], []).append(r["acc"])
+    return {k: max(by_lr, key=lambda lr: np.mean(by_lr[lr])) for k, by_lr in acc.items()}
+
+
+def at_chosen_lr(runs: list[dict]) -> list[dict]:
+    """The held-out runs, and the test-set runs at their layer's chosen lr (all lrs where none was searched):
+    runs of an lr the search did not pick stay in the sweep's directory but out of every table."""
+    lrs = chosen_lr(runs)
+    return [r for r in runs if r["cfg"].get("data.validation")
+            or r["cfg"]["train.lr"] == lrs.get(lr_key(r["cfg"]), r["cfg"]["train.lr"])]
 
 
 def where(runs, *, layer=DEFAULT_LAYER, protocol="split-cifar10", n=1500, learner=None, bits=None,
-          rng=None, new="quantized") -> list[dict]:
+          rng=None, new="quantized", gran="tensor") -> list[dict]:
     """Test-set runs (not the held-out lr search) matching every given value (None: any); `new`: how new latents
-    reached the adaptive stage (memory.new_latents; fp32 memories have one form only, so they match both)."""
+    reached the adaptive stage (memory.new_latents; fp32 memories have one form only, so they match both);
+    `gran`: memory.granularity (fp32 memories match both)."""
     def ok(r):
         c = r["cfg"]
         return (not c.get("data.validation") and (layer is None or c.get("model.split") == layer)
                 and (c.get("memory.bits") == 32 or c.get("memory.new_latents", "exact") == new)
                 and c.get("data.protocol") == protocol and (n is None or c.get("memory.capacity") == n)
                 and (learner is None or recipe(c) == learner) and (bits is None or c.get("memory.bits") == bits)
-                and (rng is None or c.get("memory.range") == rng))
+                and (rng is None or c.get("memory.range") == rng)
+                and (gran is None or c.get("memory.bits") == 32 or c.get("memory.granularity", "tensor") == gran))
     return [r for r in runs if ok(r)]
 
 
@@ -97,12 +135,15 @@ def lr_table(runs) -> list[str]:
     val = [r for r in runs if r["cfg"].get("data.validation")]
     if not val:
         return ["(no held-out runs given)"]
+    lrs = chosen_lr(runs)
     lines = ["| replay layer | lr | joint | AR1*-style LR, N = 1500 fp32 |", "|---|---|---|---|"]
     for layer in layer_order({r["cfg"]["model.split"] for r in val}):
         at_layer = [r for r in val if r["cfg"]["model.split"] == layer]
         for lr in sorted({r["cfg"]["train.lr"] for r in at_layer}, reverse=True):
             at = [r for r in at_layer if r["cfg"]["train.lr"] == lr]
             cells = [stats([r for r in at if recipe(r["cfg"]) == k]) for k in ("joint", "AR1*-style LR")]
+            cells = [f"**{c}**" if lrs.get((layer, k)) == lr else c
+                     for c, k in zip(cells, ("joint", "replay"), strict=True)]
             lines.append(f"| {layer} | {lr:g} | {' | '.join(cells)} |")
     return lines
 
@@ -113,31 +154,40 @@ def layer_order(layers) -> list[str]:
 
 
 def layer_table(runs) -> list[str]:
-    lines = ["| replay layer | joint | naive | plain LR fp32 | AR1*-style LR fp32 | AR1*-style LR 4-bit "
-             "| AR1* fp32 vs joint | 4-bit vs fp32 (SE, pairs) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| replay layer | lr (replay / joint) | joint | naive | plain LR fp32 | AR1*-style LR fp32 "
+             "| AR1*-style LR 4-bit | AR1* fp32 vs joint | 4-bit vs fp32 (SE, pairs) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for layer in layer_order({r["cfg"]["model.split"] for r in where(runs, layer=None)}):
+        used = [sorted({f"{r['cfg']['train.lr']:g}" for r in where(runs, layer=layer) if lr_key(r["cfg"])[1] == k})
+                for k in ("replay", "joint")]
         cell = {k: where(runs, layer=layer, learner=k) for k in ("joint", "naive")}
         plain = where(runs, layer=layer, learner="plain LR", bits=32)
         ar1, ar1_4 = (where(runs, layer=layer, learner="AR1*-style LR", bits=b, rng="max") for b in (32, 4))
         gap = mean(cell["joint"]) - mean(ar1) if cell["joint"] and ar1 else None
-        lines.append(f"| {layer} | {stats(cell['joint'])} | {stats(cell['naive'])} | {stats(plain)} | "
+        lines.append(f"| {layer} | {' / '.join(', '.join(u) or '-' for u in used)} | {stats(cell['joint'])} | "
+                     f"{stats(cell['naive'])} | {stats(plain)} | "
                      f"{stats(ar1)} | {stats(ar1_4)} | {'-' if gap is None else f'{-gap:+.1f} points'} | "
                      f"{fmt_delta(paired(ar1_4, ar1))} |")
     return lines
 
 
+def quantizer(cfg: dict) -> tuple[int, str, str]:
+    """A memory's bits, range method and granularity (fp32 has neither range nor granularity)."""
+    return cfg["memory.bits"], cfg["memory.range"], cfg.get("memory.granularity", "tensor")
+
+
 def bits_table(runs) -> list[str]:
-    at = where(runs, learner="AR1*-style LR")
+    at = where(runs, learner="AR1*-style LR", gran=None)
     fp32 = [r for r in at if r["cfg"]["memory.bits"] == 32]
     lines = ["| Q | range | final accuracy % (runs) | diff vs fp32, final (SE, pairs) | avg. incremental % "
              "| diff vs fp32, avg. incremental | replay bytes | memory vs fp32 |", "|---|---|---|---|---|---|---|---|"]
-    for bits, rng in sorted({(r["cfg"]["memory.bits"], r["cfg"]["memory.range"]) for r in at},
-                            key=lambda k: (-k[0], k[1])):
-        rs = [r for r in at if (r["cfg"]["memory.bits"], r["cfg"]["memory.range"]) == (bits, rng)]
+    for bits, rng, gran in sorted({quantizer(r["cfg"]) for r in at}, key=lambda k: (-k[0], k[2] != "tensor", k[1])):
+        rs = [r for r in at if quantizer(r["cfg"]) == (bits, rng, gran)]
         ratio = f"{fp32[0]['replay'] / rs[0]['replay']:.1f}x less" if fp32 and bits != 32 else "-"
         d_final = "-" if bits == 32 else fmt_delta(paired(rs, fp32))
         d_avg = "-" if bits == 32 else fmt_delta(paired(rs, fp32, "avg"))
-        lines.append(f"| {q(bits)} | {rng} | {stats(rs)} | {d_final} | {stats(rs, 'avg')} | {d_avg} | "
+        label = "-" if bits == 32 else rng + (", per channel" if gran == "channel" else "")
+        lines.append(f"| {q(bits)} | {label} | {stats(rs)} | {d_final} | {stats(rs, 'avg')} | {d_avg} | "
                      f"{rs[0]['replay']:,} | {ratio} |")
     return lines
 
@@ -153,6 +203,22 @@ def new_latents_table(runs) -> list[str]:
         qz = where(runs, learner="AR1*-style LR", bits=bits, rng=rng)
         lines.append(f"| {bits} | {rng} | {stats(e)} | {stats(qz)} | {fmt_delta(paired(qz, e))} |")
     return lines
+
+
+def ablation_table(runs) -> list[str]:
+    """The AR1*-style learner's parts, one changed at a time (default layer, fp32), paired against it."""
+    base = where(runs, learner="AR1*-style LR", bits=32)
+    variants = sorted({recipe(r["cfg"]) for r in where(runs, bits=32)} - {"joint", "naive", "AR1*-style LR"})
+    lines = ["| learner | final accuracy % (runs) | diff vs AR1*-style (SE, pairs) | minutes per run (median) |",
+             "|---|---|---|---|", f"| AR1*-style LR | {stats(base)} | - | {minutes(base)} |"]
+    for v in variants:
+        rs = where(runs, learner=v, bits=32)
+        lines.append(f"| {v} | {stats(rs)} | {fmt_delta(paired(rs, base))} | {minutes(rs)} |")
+    return lines
+
+
+def minutes(rs) -> str:
+    return f"{np.median([r['seconds'] for r in rs]) / 60:.1f}" if rs else "-"
 
 
 def n_table(runs) -> list[str]:
@@ -193,11 +259,12 @@ def checks(runs) -> list[str]:
     row("best replay learner, N = 1500 fp32, >= 60% and within 10 of joint",
         "-" if joint is None or not best else f"{best:.1f}% ({best - joint:+.1f})",
         None if joint is None or not best else best >= 60 and joint - best <= 10)
-    two = [(rng, paired(where(runs, learner="AR1*-style LR", bits=2, rng=rng), fp32)) for rng in ("max", "mse")]
-    two = [(rng, p) for rng, p in two if p is not None]
+    two = [(f"{rng}, per {gran}", paired(where(runs, learner="AR1*-style LR", bits=2, rng=rng, gran=gran), fp32))
+           for rng in ("max", "mse") for gran in ("tensor", "channel")]
+    two = [(how, p) for how, p in two if p is not None]
     if two:
-        rng, p = max(two, key=lambda t: t[1][0])
-        row(f"2-bit (best range: {rng}) within 1.5 of fp32", fmt_delta(p), None if p[2] < 2 else abs(p[0]) <= 1.5)
+        how, p = max(two, key=lambda t: t[1][0])
+        row(f"2-bit (best range: {how}) within 1.5 of fp32", fmt_delta(p), None if p[2] < 2 else abs(p[0]) <= 1.5)
     else:
         row("2-bit within 1.5 of fp32", "-", None)
     gaps = {layer: mean(where(runs, layer=layer, learner="joint")) - mean(where(runs, layer=layer, learner=k,
@@ -245,6 +312,8 @@ def report(runs: list[dict], pareto_name: str | None) -> str:
              *bits_table(runs), "",
              "### New latents exact or in the memory's form (default layer, N = 1500, AR1*-style learner)", "",
              *new_latents_table(runs), "",
+             "### The AR1*-style recipe, one part changed at a time (default layer, N = 1500, fp32)", "",
+             *ablation_table(runs), "",
              "### Number of latents (default layer, range max)", "", *n_table(runs), "",
              "### NIC-style stream (default layer)", "", *nic_table(runs), "",
              "### Anchors", "", *ANCHORS, "", "### The issue's bars", "", *checks(runs), ""]
@@ -263,7 +332,7 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="sweep output directories")
     parser.add_argument("--out", type=Path, default=None, help="the page whose generated part is replaced")
     args = parser.parse_args()
-    runs = load_runs(args.runs)
+    runs = at_chosen_lr(load_runs(args.runs))
     pareto_name = None
     if args.out is not None:
         test_runs = [r for r in runs if not r["cfg"].get("data.validation")]

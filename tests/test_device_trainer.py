@@ -21,7 +21,7 @@ from tinycl.errors import DataError, ModelError
 from tinycl.model.build import build, get_weights
 from tinycl.model.spec import Layer, ModelSpec
 from tinycl.model.split import Split
-from tinycl.model.zoo import digits_cnn, mlp
+from tinycl.model.zoo import digits_cnn, har_cnn, mlp
 
 RTOL = 1e-5
 
@@ -61,6 +61,7 @@ SPECS = {
     "every_op": every_op,
     "mobilenet_like": mobilenet_like,
     "digits_cnn[conv2:]": lambda: Split.at(digits_cnn(), "conv2").adaptive_spec,
+    "har_cnn[conv2:]": lambda: Split.at(har_cnn(width=4), "conv2").adaptive_spec,  # 1x9 kernels, stride (1, 2)
     "mlp": lambda: mlp(input_shape=(4, 4, 4), n_classes=6, hidden=20),
 }
 

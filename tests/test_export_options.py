@@ -1,5 +1,6 @@
 """tinycl export with the published learner's options (benchmarks/configs/cifar10_mobilenet_full.toml): batch
-renormalization after each trainable conv, the class-balanced memory policy and the class-balanced replay mix. The
+renormalization after each trainable conv, the class-balanced memory policy, the class-balanced replay mix and new
+latents in the memory's form (memory.new_latents = "quantized"). The
 exported project must print, on the host build and under QEMU, exactly the lines of the Python learner in device
 mode; the saved state carries batch renormalization's running statistics.
 """
@@ -22,7 +23,8 @@ from tinycl.export.scenario import seen_accuracies
 
 # a memory of 23 slots for 10 classes: classes over their quota give up slots at every experience
 OPTIONS = ["memory.policy=class_balanced", "train.replay_mix=class_balanced", "train.batch_renorm=true",
-           "train.brn_warmup=5", "memory.capacity=23", "memory.bits=4", "train.batch_size=10"]
+           "train.brn_warmup=5", "memory.new_latents=quantized", "memory.capacity=23", "memory.bits=4",
+           "train.batch_size=10"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_the_options_are_those_of_the_published_learner(balanced):
     dl, _, _ = balanced
     for cfg in (published, dl.cfg):
         assert cfg.memory.policy == "class_balanced" and cfg.train.batch_renorm
-        assert cfg.train.replay_mix == "class_balanced"
+        assert cfg.train.replay_mix == "class_balanced" and cfg.memory.new_latents == "quantized"
     assert any(ly.op == "batch_renorm" for ly in dl.learner.adaptive.spec.layers)
 
 
@@ -113,7 +115,7 @@ def test_class_balanced_mix_is_the_hosts_at_every_share(balanced):
 @pytest.mark.parametrize("option,message", [("train.cwr=true", "train.cwr"),
                                             ("train.warmup_steps=10", "train.warmup_steps"),
                                             ("memory.policy=reservoir", "memory.policy 'reservoir'"),
-                                            ("memory.new_latents=quantized", "memory.new_latents 'quantized'")])
+                                            ("memory.range=mse", "memory.range 'mse'")])
 def test_options_the_firmware_lacks_are_one_line(option, message):
     with pytest.raises(ConfigError, match="tinycl export does not support") as err:
         DeviceLearner.build(load_config(DIGITS, ["model.pretrain_epochs=0", option]))

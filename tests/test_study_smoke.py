@@ -30,7 +30,13 @@ def test_grids_cover_the_issue_factors():
     layers = load_grid(REPO / "benchmarks/grids/qlr_layers.toml").trials
     for layer in ("Conv2d_11_pointwise", "Conv2d_13_pointwise", "AvgPool_1a"):  # every bar's bit width at each
         at = {(t.config.strategy, t.config.memory.bits) for t in layers if t.config.model.split == layer}
-        assert {("latent_replay", b) for b in (32, 8, 6, 4)} | {("joint", 32)} <= at, layer
+        assert {("latent_replay", b) for b in (32, 8, 6, 4)} | {("joint", 32), ("naive", 32)} <= at, layer
+        assert any(not t.config.train.batch_renorm for t in layers if t.config.model.split == layer), layer  # plain
+    parts = {(t.config.train.batch_renorm, t.config.memory.policy, t.config.train.replay_mix, t.config.train.cwr)
+             for t in study.trials if t.config.strategy == "latent_replay" and t.config.memory.bits == 32}
+    assert {(False, "class_balanced", "class_balanced", False), (True, "nicv2", "class_balanced", False),
+            (True, "class_balanced", "pellegrini", False), (True, "class_balanced", "class_balanced", True)} <= parts
+    assert any(t.config.memory.granularity == "channel" and t.config.memory.bits == 2 for t in study.trials)
     lr_layers = load_grid(REPO / "benchmarks/grids/qlr_lr_layers.toml").trials
     assert all(t.config.data.validation for t in lr_layers)
     assert {t.config.model.split for t in lr_layers} == {"Conv2d_11_pointwise", "Conv2d_13_pointwise", "AvgPool_1a"}
@@ -63,12 +69,22 @@ def test_report_numbers_come_from_the_trials(tmp_path):
         # new latents exact: its own table, never the bits table's
         exact = [f"seed={seed}", "memory.bits=2", "memory.range=mse", "memory.new_latents=exact"]
         _trial(tmp_path, f"q2e-{seed}", exact, two[seed] - 0.3, 0.5, 250)
+        # one range per channel: its own bits-table row, and the 2-bit bar's best
+        _trial(tmp_path, f"q2c-{seed}", [f"seed={seed}", "memory.bits=2", "memory.range=mse",
+                                         "memory.granularity=channel"], two[seed] + 0.01, 0.79, 250)
+        # the recipe with one part changed: the ablation table's row, not the AR1*-style or plain rows
+        _trial(tmp_path, f"nobrn-{seed}", [f"seed={seed}", "train.batch_renorm=false"], fp32[seed] - 0.1, 0.7, 4000)
     # a held-out (lr search) run: in the lr table only, never mixed into the test-set tables
     _trial(tmp_path, "lr", ["data.validation=0.1", "strategy=joint"], 0.99, 0.99, 0)
     for seed, (f, q) in enumerate(((0.66, 0.65), (0.68, 0.66))):  # another layer: fp32 and 4 bits, 2 seeds
         layer = ["model.split=AvgPool_1a", f"seed={seed}"]
         _trial(tmp_path, f"pool-{seed}", layer, f, 0.7, 1000)
         _trial(tmp_path, f"pool4-{seed}", [*layer, "memory.bits=4"], q, 0.7, 125)
+    # the lr search at that layer picks 0.001 for the replay learner: a test run at another lr stays out of the tables
+    for lr, acc in ((0.001, 0.9), (0.003, 0.8)):
+        _trial(tmp_path, f"pool-lr{lr}", ["model.split=AvgPool_1a", "data.validation=0.1", f"train.lr={lr}"], acc,
+               acc, 1000)
+    _trial(tmp_path, "pool-stale", ["model.split=AvgPool_1a", "seed=0", "train.lr=0.003"], 0.10, 0.1, 1000)
     (tmp_path / "trials" / "broken").mkdir()  # an unfinished trial: skipped
     page = tmp_path / "page.md"
     page.write_text(f"# Study\n\nprose kept\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
@@ -81,14 +97,19 @@ def test_report_numbers_come_from_the_trials(tmp_path):
     q2 = 100 * np.array(list(two.values()))
     assert f"| 2 | mse | {q2.mean():.1f} +- {q2.std(ddof=1):.1f} (3)" in text
     assert f"{d.mean():+.2f} (SE {se:.2f}, 3; {'resolved' if abs(d.mean()) > 2 * se else 'unresolved'})" in text
-    assert "| 0.001 | 99.0 (1) |" in text  # the held-out run is the lr table's, and only there
+    assert "| Conv2d_10_depthwise | 0.001 | **99.0 (1)** |" in text  # the held-out runs are the lr table's only
+    assert "| AvgPool_1a | 0.003 | - | 80.0 (1) |" in text and "| AvgPool_1a | 0.001 | - | **90.0 (1)** |" in text
     assert "| joint >= 70% at the default layer | 80.0% | yes |" in text
-    assert f"| 2-bit (best range: mse) within 1.5 of fp32 | {d.mean():+.2f}" in text
+    dc = d + 1.0
+    assert f"| 2 | mse, per channel | {q2.mean() + 1:.1f} +- {q2.std(ddof=1):.1f} (3) | {dc.mean():+.2f}" in text
+    assert f"| 2-bit (best range: mse, per channel) within 1.5 of fp32 | {dc.mean():+.2f}" in text
+    assert "| AR1*-style LR with no BRN | 60.3 +- 1.5 (3) | -10.00 (SE 0.00, 3; resolved) |" in text
     assert f"| 2 | mse | {q2.mean() - 30:.1f} +- {q2.std(ddof=1):.1f} (3) | {q2.mean():.1f} +- " in text
     assert "| 2 | mse | 3" not in text.split("### New latents")[0]
     assert "| every replay layer: 4-bit within 0.5 of fp32 (paired, SE <= 0.5) | Conv2d_10_depthwise -; " \
            "AvgPool_1a -1.50 (SE 0.50, 2; resolved) | - |" in text  # not measured at the default layer
-    assert "| AvgPool_1a | - | - | - | 67.0 +- 1.4 (2) | 65.5 +- 0.7 (2) | - | -1.50 (SE 0.50, 2; resolved) |" in text
+    assert "| AvgPool_1a | 0.001 / - | - | - | - | 67.0 +- 1.4 (2) | 65.5 +- 0.7 (2) | - | " \
+           "-1.50 (SE 0.50, 2; resolved) |" in text  # the stale lr-0.003 run is not among the 2
     assert "16.0x less" in text and (tmp_path / report.PARETO_PNG).stat().st_size > 1000
 
 

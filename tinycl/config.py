@@ -80,7 +80,7 @@ class ModelConfig:
     arch: str = "digits_cnn"  # a model in tinycl.model.zoo.ZOO, or a path to an int8 .tflite file
     split: str | int = "conv3"  # latent layer (a name or an index); "input": nothing frozen, the whole model trains
     frozen: str = "int8"  # frozen stage precision: int8 (post-training quantized) or fp32
-    width: float | None = None  # zoo model width (digits_cnn: channels of conv1, default 16; mobilenet_v1: multiplier)
+    width: float | None = None  # zoo width (digits_cnn, har_cnn: conv1 channels, default 16; mobilenet_v1: multiplier)
     pretrain_data: str = "first"  # pre-deployment data: first (experience 0) or holdout (disjoint, see docs/data.md)
     pretrain_share: float = 0.2  # holdout: share of the training data (whole speakers/subjects when known)
     pretrain_epochs: int = 40  # "cloud" training of the whole model on the pre-deployment data (0: none)
@@ -203,15 +203,15 @@ KEYS = {
                         text="the loader's options"),
     "model.arch": Key("a zoo model (`tinycl.model.zoo.ZOO`) or a path to an int8 `.tflite` file (its own weights "
                       "and input quantization; no pre-training, no normalisation)",
-                      text="digits_cnn, mlp, mobilenet_v1, a `.tflite` file", test=_path_text),
+                      text="digits_cnn, har_cnn, mlp, mobilenet_v1, a `.tflite` file", test=_path_text),
     "model.split": Key('the last frozen layer (its output is the latent): a name or an index from `tinycl '
                        'inspect` (an integer; a string always names a layer); `"input"`: nothing frozen, the whole '
                        'model trains on the device and a memory holds inputs', 0, 10000,
                        text="`input`, a layer before the last"),
     "model.frozen": Key("precision of the frozen stage: post-training quantized int8 (the integer executor) or "
                         "fp32", choices=("int8", "fp32")),
-    "model.width": Key("zoo model width: digits_cnn's conv1 channels (others 2x, 4x; default 16), mlp's hidden "
-                       "units, mobilenet_v1's multiplier", 0, 4096, open_lo=True),
+    "model.width": Key("zoo model width: digits_cnn's and har_cnn's conv1 channels (others 2x, 4x; default 16), "
+                       "mlp's hidden units, mobilenet_v1's multiplier", 0, 4096, open_lo=True),
     "model.pretrain_data": Key("the pre-deployment data: `first` = experience 0; `holdout` = `pretrain_share` of "
                                "the training data split off before the stream is cut (whole speakers / subjects "
                                "where the loader knows them), so it is not in the stream",

@@ -163,8 +163,6 @@ def _check_config(cfg: RunConfig) -> None:
         problems.append(f"memory.policy {m.policy!r} (the firmware inserts by {', '.join(POLICIES)})")
     if m.range != "max":
         problems.append(f"memory.range {m.range!r} (the firmware calibrates by max)")
-    if m.new_latents != "exact":
-        problems.append(f"memory.new_latents {m.new_latents!r} (the firmware trains on exact new latents)")
     if t.mix_rule not in MIXES:
         problems.append(f"train.replay_mix {t.mix_rule!r} (the firmware mixes by {', '.join(MIXES)})")
     for key, on in (("cwr", t.cwr), ("warmup_steps", t.warmup_steps),

@@ -63,13 +63,15 @@ class LatentReplay(Learner):
         """With new_latents "quantized", new latents pass through the memory's quantizer, so the adaptive stage sees
         old (replayed) and new classes in one form: trained on exact new latents and Q-bit old ones, it learns to
         tell the two forms apart instead of the classes (docs/results/qlr_study.md). The quantizer is calibrated
-        on experience 0's latents (`capacity` of them, evenly spaced) before the first step."""
+        on experience 0's latents before the first step: m = min(n, capacity) of them, evenly spaced (i (n - 1) //
+        (m - 1), in integers as the firmware computes it)."""
         if not self.quantize_new:
             return z
         if self.memory.scale_ is None:
             if not fit:
                 return z
-            self.memory.calibrate(z[np.linspace(0, len(z) - 1, min(len(z), self.memory.capacity)).astype(np.int64)])
+            m = min(len(z), self.memory.capacity)
+            self.memory.calibrate(z[np.arange(m, dtype=np.int64) * (len(z) - 1) // max(m - 1, 1)])
         return self.memory.decode(self.memory.encode(z)).astype(np.float32, copy=False)
 
     def _replay_size(self) -> int:

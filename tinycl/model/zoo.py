@@ -6,22 +6,37 @@ from tinycl.errors import ConfigError
 from tinycl.model.mobilenet import mobilenet_v1
 from tinycl.model.spec import Layer, ModelSpec
 
-__all__ = ["ZOO", "get_model", "digits_cnn", "mlp"]
+__all__ = ["ZOO", "get_model", "digits_cnn", "har_cnn", "mlp"]
 
 
-def digits_cnn(input_shape=(1, 8, 8), n_classes: int = 10, width: int = 16) -> ModelSpec:
-    """A small CNN for 8x8 digits. Default split: after conv3 (latent 2w x 2 x 2 = 128 values).
-    width: channels of conv1 (rounded to an integer); the others are 2x and 4x it."""
+def _four_conv_cnn(name: str, input_shape, n_classes: int, width: int, kernel: tuple[int, int],
+                   stride: tuple[int, int]) -> ModelSpec:
+    """conv1 (w) - conv2 (2w, strided) - conv3 (2w, strided) - conv4 (4w) - global average pool - fc1 (4w) - head:
+    the layer names every split, growth and config of the small zoo models refer to."""
     w = max(1, round(width))
+    conv = dict(op="conv2d", kernel=kernel, padding="same", activation="relu")
     return ModelSpec(tuple(input_shape), (
-        Layer("conv1", "conv2d", channels=w, kernel=(3, 3), padding="same", activation="relu"),
-        Layer("conv2", "conv2d", channels=2 * w, kernel=(3, 3), stride=(2, 2), padding="same", activation="relu"),
-        Layer("conv3", "conv2d", channels=2 * w, kernel=(3, 3), stride=(2, 2), padding="same", activation="relu"),
-        Layer("conv4", "conv2d", channels=4 * w, kernel=(3, 3), padding="same", activation="relu"),
+        Layer("conv1", channels=w, **conv),
+        Layer("conv2", channels=2 * w, stride=stride, **conv),
+        Layer("conv3", channels=2 * w, stride=stride, **conv),
+        Layer("conv4", channels=4 * w, **conv),
         Layer("pool", "global_avg_pool"),
         Layer("fc1", "linear", channels=4 * w, activation="relu"),
         Layer("head", "linear", channels=n_classes),
-    ), name="digits_cnn")
+    ), name=name)
+
+
+def digits_cnn(input_shape=(1, 8, 8), n_classes: int = 10, width: int = 16) -> ModelSpec:
+    """A small CNN for 8x8 digits: 3x3 kernels, conv2 and conv3 stride 2. Default split: after conv3 (latent
+    2w x 2 x 2 = 128 values). width: channels of conv1 (rounded to an integer); the others are 2x and 4x it."""
+    return _four_conv_cnn("digits_cnn", input_shape, n_classes, width, kernel=(3, 3), stride=(2, 2))
+
+
+def har_cnn(input_shape=(6, 1, 128), n_classes: int = 6, width: int = 16) -> ModelSpec:
+    """digits_cnn's layers for 1 x T signal windows (channels = sensor axes): 1x9 temporal kernels, conv2 and conv3
+    stride 2 in time, so conv4 sees 41 input samples (0.8 s of UCI HAR's 50 Hz) where digits_cnn's 3x3 kernels on a
+    1-row map see 17. width as digits_cnn's."""
+    return _four_conv_cnn("har_cnn", input_shape, n_classes, width, kernel=(1, 9), stride=(1, 2))
 
 
 def mlp(input_shape=(64,), n_classes: int = 10, hidden: int = 64, depth: int = 2,
@@ -35,7 +50,7 @@ def mlp(input_shape=(64,), n_classes: int = 10, hidden: int = 64, depth: int = 2
     return ModelSpec(tuple(input_shape), tuple(layers), name="mlp")
 
 
-ZOO = {"digits_cnn": digits_cnn, "mlp": mlp, "mobilenet_v1": mobilenet_v1}
+ZOO = {"digits_cnn": digits_cnn, "har_cnn": har_cnn, "mlp": mlp, "mobilenet_v1": mobilenet_v1}
 
 
 def get_model(name: str, input_shape, n_classes: int, **kwargs) -> ModelSpec:

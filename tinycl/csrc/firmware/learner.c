@@ -46,10 +46,22 @@ static void load_latent(const tcl_learner *L, const int8_t *codes, float *out) {
     for (int32_t i = 0; i < d->latent_size; ++i) out[i] = (float)((int32_t)codes[i] - d->latent_zero) * d->latent_scale;
 }
 
+/* memory.new_latents "quantized", once the memory's quantizer is calibrated: x (a new latent) -> the memory's codes
+ * -> their values, as LatentReplay._latents (memory.decode(memory.encode(x))); the codes are unpacked, so reading
+ * them as 8-bit codes reads each as it is. */
+static void as_stored(const tcl_learner *L, float *x) {
+    const tcl_learner_def *d = L->def;
+    if (!d->quantize_new || !L->c.calibrated) return;
+    uint8_t *codes = (uint8_t *)L->scratch_a; /* free once the latent is loaded */
+    tcl_quantize_codes(x, (size_t)d->latent_size, d->bits, d->n_chan, d->chan_size, L->scale, L->zero, codes);
+    tcl_dequantize_codes(codes, 0, (size_t)d->latent_size, 8, d->n_chan, d->chan_size, L->scale, L->zero, x);
+}
+
 int32_t tcl_learner_predict(tcl_learner *L, const int8_t *input) {
     const tcl_learner_def *d = L->def;
     const tcl_net net = net_of(L, 0.0f);
     load_latent(L, tcl_learner_latent(L, input), L->arena + net.input);
+    as_stored(L, L->arena + net.input);
     tcl_net_eval_stats(&net);
     tcl_net_forward(&net);
     const float *z = L->arena + d->layers[d->n_layers - 1].y;
@@ -117,6 +129,7 @@ static int32_t batch_sample(void *ctx, int32_t i, float *x) {
     if (i < b->nb) {
         const int32_t j = L->idx_new[b->start + i];
         load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
+        as_stored(L, x);
         return L->new_labels[j];
     }
     const size_t slot = L->idx_slots[i - b->nb];
@@ -125,10 +138,20 @@ static int32_t batch_sample(void *ctx, int32_t i, float *x) {
     return L->labels[slot];
 }
 
+static void calibrate(tcl_learner *L, int32_t h);
+
 static void train(tcl_learner *L, float lr) {
     const tcl_learner_def *d = L->def;
     tcl_net net = net_of(L, lr);
     int32_t cur, rep;
+    if (d->quantize_new && !L->c.calibrated && L->n_new > 0) {
+        /* LatentReplay._latents: the quantizer from m = min(n_new, N) evenly spaced new latents, i (n_new - 1) /
+         * (m - 1) rounded down (< 2^32 for n_new < 65536) */
+        const int32_t m = tcl_imin(L->n_new, d->capacity);
+        for (int32_t i = 0; i < m; ++i)
+            L->idx_new[i] = (uint16_t)(m > 1 ? (uint32_t)i * (uint32_t)(L->n_new - 1) / (uint32_t)(m - 1) : 0u);
+        calibrate(L, m);
+    }
     mix(L, &cur, &rep);
     for (int32_t i = 0; i < d->n_momentum; ++i) /* a new optimizer per experience: momentum restarts */
         memset(L->arena + d->momentum[i].offset, 0, sizeof(float) * (size_t)d->momentum[i].count);

@@ -64,6 +64,8 @@ typedef struct {
     int32_t brn_warmup;
     /* replay memory: capacity slots of latent_size codes of `bits` bits; n_chan scales (chan_size values each) */
     int32_t capacity, bits, n_chan, chan_size, max_new, policy; /* policy: TCL_POLICY_* */
+    int32_t quantize_new; /* memory.new_latents "quantized": new latents reach the adaptive stage in the memory's
+                           * form (LatentReplay._latents), the quantizer calibrated on experience 0 before training */
     /* the state tcl_learner_init starts from (a fresh learner, or a host run's, tinycl export --from); NULL codes
      * and labels: an empty memory */
     const tcl_counters *init_counters;
