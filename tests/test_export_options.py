@@ -50,6 +50,15 @@ def test_host_build_prints_the_python_device_run(balanced):
     assert host_run(out) == reference
 
 
+def test_fp32_memory_prints_the_python_device_run(tmp_path):
+    """The published learner's fp32 row: the memory holds the latents' float32 values (no quantizer, so new latents
+    stay exact whatever memory.new_latents says)."""
+    dl = DeviceLearner.build(load_config(DIGITS, [*SMALL, *OPTIONS, "memory.bits=32"]))
+    export_project(dl, tmp_path)
+    assert dl.memory.scale_ is None and dl.memory.buffer.dtype == np.float32
+    assert host_run(tmp_path) == reference_lines(dl)
+
+
 def test_cortex_m4f_under_qemu_prints_the_python_device_run(balanced):
     require_tools(*TOOLS)
     _, out, reference = balanced

@@ -157,8 +157,8 @@ def _check_config(cfg: RunConfig) -> None:
     problems = []
     if cfg.strategy != "latent_replay":
         problems.append(f"strategy {cfg.strategy!r} (the firmware runs latent_replay)")
-    if not 1 <= m.bits <= 8:
-        problems.append(f"memory.bits {m.bits} (the firmware stores 1..8-bit codes)")
+    if not (1 <= m.bits <= 8 or m.bits == 32):
+        problems.append(f"memory.bits {m.bits} (the firmware stores 1..8-bit codes or fp32 values)")
     if m.policy not in POLICIES:
         problems.append(f"memory.policy {m.policy!r} (the firmware inserts by {', '.join(POLICIES)})")
     if m.range != "max":

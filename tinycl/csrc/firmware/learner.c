@@ -133,8 +133,11 @@ static int32_t batch_sample(void *ctx, int32_t i, float *x) {
         return L->new_labels[j];
     }
     const size_t slot = L->idx_slots[i - b->nb];
-    tcl_dequantize_codes(L->codes, slot * (size_t)d->latent_size, (size_t)d->latent_size, d->bits, d->n_chan,
-                         d->chan_size, L->scale, L->zero, x);
+    if (d->bits == 32) /* an fp32 memory holds the latents' float32 values */
+        memcpy(x, L->codes + slot * (size_t)d->latent_size * sizeof(float), sizeof(float) * (size_t)d->latent_size);
+    else
+        tcl_dequantize_codes(L->codes, slot * (size_t)d->latent_size, (size_t)d->latent_size, d->bits, d->n_chan,
+                             d->chan_size, L->scale, L->zero, x);
     return L->labels[slot];
 }
 
@@ -192,14 +195,19 @@ static void calibrate(tcl_learner *L, int32_t h) {
     L->c.calibrated = 1;
 }
 
-/* New sample j (its latent requantized to the memory's codes) into `slot`. */
+/* New sample j (its latent requantized to the memory's codes, or its float32 values in an fp32 memory) into `slot`. */
 static void store(tcl_learner *L, int32_t j, int32_t slot) {
     const tcl_learner_def *d = L->def;
     float *x = L->arena + d->layers[0].x; /* free between training steps */
     uint8_t *codes = (uint8_t *)L->scratch_a;
     load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
-    tcl_quantize_codes(x, (size_t)d->latent_size, d->bits, d->n_chan, d->chan_size, L->scale, L->zero, codes);
-    tcl_write_codes(L->codes, (size_t)slot * (size_t)d->latent_size, codes, (size_t)d->latent_size, d->bits);
+    if (d->bits == 32) {
+        memcpy(L->codes + (size_t)slot * (size_t)d->latent_size * sizeof(float), x,
+               sizeof(float) * (size_t)d->latent_size);
+    } else {
+        tcl_quantize_codes(x, (size_t)d->latent_size, d->bits, d->n_chan, d->chan_size, L->scale, L->zero, codes);
+        tcl_write_codes(L->codes, (size_t)slot * (size_t)d->latent_size, codes, (size_t)d->latent_size, d->bits);
+    }
     L->labels[slot] = L->new_labels[j];
 }
 
@@ -213,7 +221,7 @@ static void nicv2(tcl_learner *L) {
     tcl_rng_sample(&L->c.rng, L->idx_new, n_new, h);
     const int32_t n_free = tcl_imin(d->capacity, size + h) - size, rest = h - n_free;
     if (rest > 0) tcl_rng_sample(&L->c.rng, L->idx_slots, size, rest);
-    if (h > 0 && !L->c.calibrated) calibrate(L, h);
+    if (h > 0 && !L->c.calibrated && d->bits < 32) calibrate(L, h); /* fp32: no quantizer */
     for (int32_t k = 0; k < h; ++k) store(L, L->idx_new[k], k < n_free ? size + k : L->idx_slots[k - n_free]);
     L->c.size = size + n_free;
 }
@@ -270,7 +278,7 @@ static void class_balanced(tcl_learner *L) {
         L->idx_slots[k] = v;
     }
     h = tcl_imin(h, n_freed + d->capacity - size);
-    if (h > 0 && !L->c.calibrated) calibrate(L, h);
+    if (h > 0 && !L->c.calibrated && d->bits < 32) calibrate(L, h); /* fp32: no quantizer */
     for (int32_t k = 0; k < h; ++k) store(L, L->idx_new[k], k < n_freed ? L->idx_slots[k] : size + k - n_freed);
     L->c.size = tcl_imax(size, size + h - n_freed);
 }
