@@ -19,7 +19,7 @@ import pytest
 from tinycl.cli import main
 from tinycl.errors import ConfigError
 from tinycl.sweep import load_grid
-from tinycl.sweep.results import finished_trials, mean_se, paired_by_seed, pareto
+from tinycl.sweep.results import finished_trials, grid_trials, mean_se, paired_by_seed, pareto, study_trials
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = f"""
@@ -115,6 +115,16 @@ def test_a_study_reads_finished_trials_and_pairs_them_by_seed(reference):
     assert d.tolist() == [acc[4, 1] - acc[8, 1]]
     d = paired_by_seed(four, eight, lambda t: t["metrics"]["final_accuracy"])
     assert d.tolist() == [acc[4, 0] - acc[8, 0], acc[4, 1] - acc[8, 1]]
+    grid, _, _ = reference
+    narrower = grid.parent / "narrower.toml"  # the grid after its 4-bit rows were changed: they are left out
+    narrower.write_text(grid.read_text().replace('"memory.bits" = [8, 4]', '"memory.bits" = [8, 3]'))
+    assert {t["cfg"]["memory.bits"] for t in grid_trials(trials, narrower)} == {8}
+    assert grid_trials(trials, grid) == trials
+    grids = grid.parent / "grids"  # a sweep directory named after a grid file there reads through that grid
+    grids.mkdir(exist_ok=True)
+    (grids / f"{out.name}.toml").write_text(narrower.read_text())
+    assert study_trials([out], grids) == grid_trials(trials, narrower)
+    assert study_trials([out], grid.parent / "no_grids") == trials
     mean, se = mean_se([1.0, 2.0, 6.0])
     assert mean == 3.0 and abs(se - (7 / 3) ** 0.5) < 1e-12  # sd 2.6458 / sqrt(3)
     assert np.isnan(mean_se([1.0])[1])

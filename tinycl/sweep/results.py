@@ -18,8 +18,8 @@ from tinycl.io import atomic_save, atomic_write_bytes
 from tinycl.sweep.engine import read_result
 
 __all__ = ["METRICS", "device_bytes", "rows_from_results", "pareto", "write_tables", "plot_pareto", "flatten",
-           "summary_rows", "markdown_table", "write_report", "write_generated", "finished_trials", "paired_by_seed",
-           "mean_se"]
+           "summary_rows", "markdown_table", "write_report", "write_generated", "finished_trials", "grid_trials",
+           "study_trials", "paired_by_seed", "mean_se"]
 
 # (column, how it is read from metrics.json, format)
 METRICS = (
@@ -216,6 +216,26 @@ def finished_trials(dirs) -> list[dict]:
         trials.append({"dir": trial, "cfg": cfg, "seed": cfg.get("seed", 0), "metrics": result["metrics"],
                        "result": result})
     return trials
+
+
+def grid_trials(trials: list[dict], grid: str | Path) -> list[dict]:
+    """The trials (finished_trials' records) that the grid file still holds, by trial name: a trial an earlier
+    version of the grid left in the sweep's directory (another lr, a replaced set-up) is not among them."""
+    from tinycl.sweep.grid import load_grid
+
+    slugs = {t.slug for t in load_grid(grid).trials}
+    return [t for t in trials if Path(t["dir"]).name in slugs]
+
+
+def study_trials(dirs, grids: str | Path) -> list[dict]:
+    """finished_trials of each sweep directory; one named after a grid file in `grids` (runs/qlr_layers:
+    GRIDS/qlr_layers.toml) gives only the trials that grid still holds (grid_trials)."""
+    trials = []
+    for d in dirs:
+        grid = Path(grids) / f"{Path(d).name}.toml"
+        found = finished_trials([d])
+        trials += grid_trials(found, grid) if grid.exists() else found
+    return sorted(trials, key=lambda t: t["dir"])  # in name order across the directories, as finished_trials
 
 
 def paired_by_seed(a: list[dict], b: list[dict], read, op=operator.sub) -> np.ndarray:
