@@ -5,7 +5,8 @@ and distilled_steps*.toml (--steps: accuracy against DM's step budget), and one 
     .venv/bin/python benchmarks/distilled_report.py runs/distilled_{mnist,cifar10,har,kws} \
         --steps runs/distilled_steps runs/distilled_steps_har --out docs/results/distilled.md
 
-Only finished trials are read (DIR/trials/*/config.toml + result.json); a benchmark is its data.protocol, a row is
+Only finished trials are read (DIR/trials/*/config.toml + result.json; a DIR named after a grid file here keeps only
+that grid's trials: tinycl.sweep.results.study_trials); a benchmark is its data.protocol, a row is
 named from its config (row_of). Differences are paired by seed, with their standard error.
 """
 

@@ -4,10 +4,13 @@ the trials that `tinycl sweep` wrote for the grids benchmarks/grids/qlr_{lr,lr_l
     .venv/bin/python benchmarks/qlr_grid_report.py runs/qlr_lr runs/qlr_study [runs/qlr_layers runs/qlr_n \
         runs/qlr_nic] --out docs/results/qlr_study.md
 
-Reads every DIR/trials/*/ (config.toml + result.json) and writes, between the page's markers: the learning rate
-chosen on held-out training images; per replay layer the learners side by side; at the default layer each bit
+Reads every DIR/trials/*/ (config.toml + result.json; a DIR named after a grid file here keeps only that grid's
+trials: tinycl.sweep.results.study_trials) and writes, between the page's markers: the learning rate searched on
+held-out training images (each layer's best in bold); per replay layer the learners side by side, with the lr
+used and the search's best; at the default layer each bit
 width's accuracy and its difference from fp32 paired by seed with the standard error of that difference (an
-effect is "resolved" when |diff| > 2 SE and more than one pair exists, else "unresolved"); the number of latents;
+effect is "resolved" when |diff| > 2 SE and more than one pair exists, else "unresolved"); the AR1*-style recipe
+with one part changed at a time; the number of latents;
 the NIC-style stream; the paper's anchors; the issue's "Done when" checks with the measured numbers; and the
 accuracy-vs-device-bytes Pareto plot of every test-set run (PNG beside the page).
 """

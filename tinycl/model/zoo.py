@@ -34,8 +34,8 @@ def digits_cnn(input_shape=(1, 8, 8), n_classes: int = 10, width: int = 16) -> M
 
 def har_cnn(input_shape=(6, 1, 128), n_classes: int = 6, width: int = 16) -> ModelSpec:
     """digits_cnn's layers for 1 x T signal windows (channels = sensor axes): 1x9 temporal kernels, conv2 and conv3
-    stride 2 in time, so conv4 sees 41 input samples (0.8 s of UCI HAR's 50 Hz) where digits_cnn's 3x3 kernels on a
-    1-row map see 17. width as digits_cnn's."""
+    stride 2 in time, so each output of conv4 sees 65 input samples (1.3 s of UCI HAR's 50 Hz) where digits_cnn's 3x3
+    kernels on a 1-row map see 17. width as digits_cnn's."""
     return _four_conv_cnn("har_cnn", input_shape, n_classes, width, kernel=(1, 9), stride=(1, 2))
 
 
