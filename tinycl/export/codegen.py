@@ -242,7 +242,7 @@ static const tcl_learner_def DEF = {{
     {t.epochs}, {t.batch_size}, TCL_MIX_{t.mix_rule.upper()}, {cur}, {"MIX_CUR" if mix_table else "NULL"},
     {_float(BRN_EPS)}, {_float(BRN_MOMENTUM)}, {_float(BRN_LIMITS[0])}, {_float(BRN_LIMITS[1])}, {t.brn_warmup},
     {mem.capacity}, {mem.bits}, {dl.n_chan}, {dl.chan_size}, {dl.max_new}, TCL_POLICY_{dl.cfg.memory.policy.upper()},
-    {int(dl.cfg.memory.new_latents == "quantized" and mem.bits != 32)},
+    {int(dl.learner.quantize_new)},
     &INIT_COUNTERS, {"INIT_CODES" if init_memory else "NULL"}, {"INIT_LABELS" if init_memory else "NULL"},
     INIT_SCALE, INIT_ZERO
 }};

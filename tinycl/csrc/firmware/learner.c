@@ -46,6 +46,11 @@ static void load_latent(const tcl_learner *L, const int8_t *codes, float *out) {
     for (int32_t i = 0; i < d->latent_size; ++i) out[i] = (float)((int32_t)codes[i] - d->latent_zero) * d->latent_scale;
 }
 
+/* Slot `slot` of an fp32 memory: the latent's float32 values (bytes, so memcpy needs no alignment). */
+static uint8_t *fp32_slot(const tcl_learner *L, size_t slot) {
+    return L->codes + slot * (size_t)L->def->latent_size * sizeof(float);
+}
+
 /* memory.new_latents "quantized", once the memory's quantizer is calibrated: x (a new latent) -> the memory's codes
  * -> their values, as LatentReplay._latents (memory.decode(memory.encode(x))); the codes are unpacked, so reading
  * them as 8-bit codes reads each as it is. */
@@ -134,7 +139,7 @@ static int32_t batch_sample(void *ctx, int32_t i, float *x) {
     }
     const size_t slot = L->idx_slots[i - b->nb];
     if (d->bits == 32) /* an fp32 memory holds the latents' float32 values */
-        memcpy(x, L->codes + slot * (size_t)d->latent_size * sizeof(float), sizeof(float) * (size_t)d->latent_size);
+        memcpy(x, fp32_slot(L, slot), sizeof(float) * (size_t)d->latent_size);
     else
         tcl_dequantize_codes(L->codes, slot * (size_t)d->latent_size, (size_t)d->latent_size, d->bits, d->n_chan,
                              d->chan_size, L->scale, L->zero, x);
@@ -147,7 +152,7 @@ static void train(tcl_learner *L, float lr) {
     const tcl_learner_def *d = L->def;
     tcl_net net = net_of(L, lr);
     int32_t cur, rep;
-    if (d->quantize_new && !L->c.calibrated && L->n_new > 0) {
+    if (d->quantize_new && !L->c.calibrated) {
         /* LatentReplay._latents: the quantizer from m = min(n_new, N) evenly spaced new latents, i (n_new - 1) /
          * (m - 1) rounded down (< 2^32 for n_new < 65536) */
         const int32_t m = tcl_imin(L->n_new, d->capacity);
@@ -175,9 +180,11 @@ static void train(tcl_learner *L, float lr) {
     }
 }
 
-/* The memory's quantizer from the first samples written: max range, zero point 0 (the latents are >= 0) */
+/* The memory's quantizer, once, from the first h > 0 new samples idx_new[0, h) (the first written, or those
+ * LatentReplay._latents picks): max range, zero point 0 (the latents are >= 0). An fp32 memory has none. */
 static void calibrate(tcl_learner *L, int32_t h) {
     const tcl_learner_def *d = L->def;
+    if (L->c.calibrated || h <= 0 || d->bits == 32) return;
     const int32_t top = (1 << d->bits) - 1;
     for (int32_t c = 0; c < d->n_chan; ++c) {
         int32_t hi = d->latent_zero;
@@ -202,8 +209,7 @@ static void store(tcl_learner *L, int32_t j, int32_t slot) {
     uint8_t *codes = (uint8_t *)L->scratch_a;
     load_latent(L, L->new_codes + (size_t)j * (size_t)d->latent_size, x);
     if (d->bits == 32) {
-        memcpy(L->codes + (size_t)slot * (size_t)d->latent_size * sizeof(float), x,
-               sizeof(float) * (size_t)d->latent_size);
+        memcpy(fp32_slot(L, (size_t)slot), x, sizeof(float) * (size_t)d->latent_size);
     } else {
         tcl_quantize_codes(x, (size_t)d->latent_size, d->bits, d->n_chan, d->chan_size, L->scale, L->zero, codes);
         tcl_write_codes(L->codes, (size_t)slot * (size_t)d->latent_size, codes, (size_t)d->latent_size, d->bits);
@@ -221,7 +227,7 @@ static void nicv2(tcl_learner *L) {
     tcl_rng_sample(&L->c.rng, L->idx_new, n_new, h);
     const int32_t n_free = tcl_imin(d->capacity, size + h) - size, rest = h - n_free;
     if (rest > 0) tcl_rng_sample(&L->c.rng, L->idx_slots, size, rest);
-    if (h > 0 && !L->c.calibrated && d->bits < 32) calibrate(L, h); /* fp32: no quantizer */
+    calibrate(L, h);
     for (int32_t k = 0; k < h; ++k) store(L, L->idx_new[k], k < n_free ? size + k : L->idx_slots[k - n_free]);
     L->c.size = size + n_free;
 }
@@ -278,7 +284,7 @@ static void class_balanced(tcl_learner *L) {
         L->idx_slots[k] = v;
     }
     h = tcl_imin(h, n_freed + d->capacity - size);
-    if (h > 0 && !L->c.calibrated && d->bits < 32) calibrate(L, h); /* fp32: no quantizer */
+    calibrate(L, h);
     for (int32_t k = 0; k < h; ++k) store(L, L->idx_new[k], k < n_freed ? L->idx_slots[k] : size + k - n_freed);
     L->c.size = tcl_imax(size, size + h - n_freed);
 }
