@@ -95,7 +95,7 @@ def where(runs, *, layer=DEFAULT_LAYER, protocol="split-cifar10", n=1500, learne
                 and (c.get("memory.bits") == 32 or c.get("memory.new_latents", "exact") == new)
                 and c.get("data.protocol") == protocol and (n is None or c.get("memory.capacity") == n)
                 and (learner is None or recipe(c) == learner) and (bits is None or c.get("memory.bits") == bits)
-                and (rng is None or c.get("memory.range") == rng)
+                and (rng is None or levels(c) == rng)
                 and (gran is None or c.get("memory.bits") == 32 or c.get("memory.granularity", "tensor") == gran))
     return [r for r in runs if ok(r)]
 
@@ -173,9 +173,14 @@ def layer_table(runs) -> list[str]:
     return lines
 
 
+def levels(cfg: dict) -> str:
+    """How a memory places its levels: its range method (uniform codes), or "lloyd" (memory.code, fitted levels)."""
+    return "lloyd" if cfg.get("memory.code", "uniform") == "lloyd" else cfg.get("memory.range")
+
+
 def quantizer(cfg: dict) -> tuple[int, str, str]:
-    """A memory's bits, range method and granularity (fp32 has neither range nor granularity)."""
-    return cfg["memory.bits"], cfg["memory.range"], cfg.get("memory.granularity", "tensor")
+    """A memory's bits, levels (range method or lloyd) and granularity (fp32 has neither)."""
+    return cfg["memory.bits"], levels(cfg), cfg.get("memory.granularity", "tensor")
 
 
 def bits_table(runs) -> list[str]:
@@ -199,9 +204,9 @@ def new_latents_table(runs) -> list[str]:
     exact = where(runs, learner="AR1*-style LR", new="exact")
     lines = ["| Q | range | new latents exact % | new latents quantized % | quantized - exact (SE, pairs) |",
              "|---|---|---|---|---|"]
-    for bits, rng in sorted({(r["cfg"]["memory.bits"], r["cfg"]["memory.range"]) for r in exact
+    for bits, rng in sorted({(r["cfg"]["memory.bits"], levels(r["cfg"])) for r in exact
                              if r["cfg"]["memory.bits"] != 32}, key=lambda k: (-k[0], k[1])):
-        e = [r for r in exact if (r["cfg"]["memory.bits"], r["cfg"]["memory.range"]) == (bits, rng)]
+        e = [r for r in exact if (r["cfg"]["memory.bits"], levels(r["cfg"])) == (bits, rng)]
         qz = where(runs, learner="AR1*-style LR", bits=bits, rng=rng)
         lines.append(f"| {bits} | {rng} | {stats(e)} | {stats(qz)} | {fmt_delta(paired(qz, e))} |")
     return lines
@@ -262,11 +267,11 @@ def checks(runs) -> list[str]:
         "-" if joint is None or not best else f"{best:.1f}% ({best - joint:+.1f})",
         None if joint is None or not best else best >= 60 and joint - best <= 10)
     two = [(f"{rng}, per {gran}", paired(where(runs, learner="AR1*-style LR", bits=2, rng=rng, gran=gran), fp32))
-           for rng in ("max", "mse") for gran in ("tensor", "channel")]
+           for rng in ("max", "mse", "lloyd") for gran in ("tensor", "channel")]
     two = [(how, p) for how, p in two if p is not None]
     if two:
         how, p = max(two, key=lambda t: t[1][0])
-        row(f"2-bit (best range: {how}) within 1.5 of fp32", fmt_delta(p), None if p[2] < 2 else abs(p[0]) <= 1.5)
+        row(f"2-bit (best levels: {how}) within 1.5 of fp32", fmt_delta(p), None if p[2] < 2 else abs(p[0]) <= 1.5)
     else:
         row("2-bit within 1.5 of fp32", "-", None)
     gaps = {layer: mean(where(runs, layer=layer, learner="joint")) - mean(where(runs, layer=layer, learner=k,

@@ -169,3 +169,29 @@ def test_growth_layers_are_checked(setup):
     cfg = dataclasses.replace(CFG, growth=GrowthConfig(layers=("conv1",)))
     with pytest.raises(ConfigError, match=r"growth.layers \['conv1'\] cannot grow; allowed: conv4, fc1"):
         make_learner(cfg, setup)
+
+
+def test_budget_is_shared_by_the_classes_seen_and_cuts_keep_the_codes(setup):
+    """distill.budget 20 over 4 + 2 + 2 classes: 5 per class after experience 0, then 3 and 2 (20 // 6, 20 // 8),
+    the older sets cut to the first ones of each class with their codes unchanged; the replay bytes never grow."""
+    cfg = dataclasses.replace(CFG, distill=DistillConfig(budget=20, iterations=5, real_batch=32),
+                              growth=GrowthConfig(policy="none"))
+    learner = make_learner(cfg, setup)
+    sizes, before = [], None
+    for k, exp in enumerate(setup.scenario.train[:3]):
+        learner.partial_fit(exp)
+        quota = (5, 3, 2)[k]
+        assert set(learner.synthetic_counts().values()) == {quota}
+        if before is not None:  # the first store after a cut: its first `quota` samples per class, same codes
+            labels = before.labels[: before.size]
+            keep = np.concatenate([np.flatnonzero(labels == c)[:quota] for c in np.unique(labels)])
+            assert np.array_equal(learner.stores_[0].codes(), before.codes()[keep])
+        before = learner.stores_[0]
+        sizes.append(learner.replay_nbytes)
+        assert learner.distill_log_[-1]["older_sets_cut_to"] == quota
+    assert sizes[0] >= sizes[1] >= sizes[2]
+    with pytest.raises(ConfigError, match="distill.budget must be >= 1 and excludes distill.ipc"):
+        DistillConfig(budget=20, ipc=3)
+    tiny = make_learner(dataclasses.replace(cfg, distill=DistillConfig(budget=3, iterations=0)), setup)
+    with pytest.raises(ConfigError, match="distill.budget 3 is below the 4 classes seen so far"):
+        tiny.partial_fit(setup.scenario.train[0])

@@ -177,6 +177,8 @@ def test_a_learner_that_does_not_fit_is_one_line(capsys):
 def test_unsupported_options_and_ops_are_named():
     with pytest.raises(ConfigError, match="does not support strategy 'naive'.*memory.range 'mse'"):
         DeviceLearner.build(load_config(DIGITS, ["strategy=naive", "memory.range=mse"]))
+    with pytest.raises(ConfigError, match="does not support memory.code 'lloyd'"):
+        DeviceLearner.build(load_config(DIGITS, ["memory.code=lloyd"]))
     from tinycl.model.spec import Layer, ModelSpec
 
     frozen = ModelSpec((1, 8, 8), (Layer("c", "conv2d", channels=2, kernel=(3, 3)), Layer("s", "softmax")))

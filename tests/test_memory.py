@@ -122,3 +122,37 @@ def test_a_memory_larger_than_the_machine_is_refused_before_allocating():
 
     with pytest.raises(ConfigError, match=r"needs 1,310,730,000,000 bytes, more than this machine's"):
         ReplayMemory(10**7, (512, 8, 8), 32)
+
+
+def test_lloyd_levels_by_hand_and_ties_to_the_lower_level():
+    # 1 bit on [0, 0, 0, 1, 1, 5, 5, 5]: started at the quartiles (0 and 5), the cells {0, 0, 0, 1, 1} and {5, 5, 5}
+    # give the levels 0.4 and 5; the boundary 2.7 rounds to the lower level
+    x = np.array([0, 0, 0, 1, 1, 5, 5, 5], np.float32).reshape(8, 1)
+    mem = ReplayMemory(8, (1,), 1, code="lloyd").calibrate(x)
+    np.testing.assert_allclose(mem.levels_, [0.4, 5.0], rtol=1e-6)
+    np.testing.assert_array_equal(mem.encode(np.array([[0.0], [2.7], [2.71], [9.0]], np.float32)).ravel(),
+                                  [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+def test_lloyd_code_beats_the_best_uniform_range_on_skewed_data(granularity):
+    """ReLU-like latents (most near zero, a long tail), 2 bits: the fitted levels round with less error than the
+    uniform code at its best range (mse), per tensor and per channel; bytes as counted, codes within 2 bits, the
+    levels kept through state_dict."""
+    rng = np.random.default_rng(0)
+    x = (rng.exponential(size=(64, 4, 3, 3)) * np.array([1, 2, 4, 8]).reshape(1, 4, 1, 1)).astype(np.float32)
+    err = {}
+    for code, method in (("uniform", "mse"), ("lloyd", "max")):
+        mem = ReplayMemory(64, (4, 3, 3), 2, granularity=granularity, range_method=method, code=code)
+        mem.write(np.arange(64), x, np.zeros(64, np.int64))
+        err[code] = float(np.mean((mem.read(np.arange(64))[0] - x) ** 2))
+        assert mem.nbytes == ReplayMemory.bytes_for(64, (4, 3, 3), 2, granularity=granularity, code=code)
+        assert mem.codes().max() <= 3
+    channels = 4 if granularity == "channel" else 1
+    assert mem.qparams_nbytes == channels * 4 * 4 == mem.levels_.nbytes  # 4 float32 levels per tensor or channel
+    assert err["lloyd"] < 0.8 * err["uniform"], err
+    copy = ReplayMemory(64, (4, 3, 3), 2, granularity=granularity, code="lloyd")
+    copy.load_state_dict(mem.state_dict())
+    np.testing.assert_array_equal(copy.read(np.arange(64))[0], mem.read(np.arange(64))[0])
+    with pytest.raises(ConfigError, match="memory code 'nonuniform'; allowed: uniform, lloyd"):
+        ReplayMemory(4, (4,), 2, code="nonuniform")

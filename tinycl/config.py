@@ -23,7 +23,7 @@ from tinycl.errors import ConfigError
 from tinycl.growth import GrowthConfig
 from tinycl.learners.base import TrainConfig
 from tinycl.learners.replay import NEW_LATENTS
-from tinycl.quant.qparams import RANGE_METHODS
+from tinycl.quant.qparams import CODES, RANGE_METHODS
 from tinycl.strategies import STRATEGIES
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "MemoryConfig", "TrainConfig", "DistillConfig", "GrowthConfig",
@@ -109,6 +109,7 @@ class MemoryConfig:
     policy: str = "nicv2"  # nicv2, reservoir, class_balanced
     granularity: str = "tensor"  # one scale per tensor, or per channel
     range: str = "max"  # quantizer range: max, percentile, mse
+    code: str = "uniform"  # uniform (affine) levels, or lloyd (2**Q levels fitted to the calibration data)
     new_latents: str = "exact"  # latent_replay: new latents as the frozen stage gives them, or "quantized" as stored
 
     def __post_init__(self):
@@ -123,6 +124,11 @@ class MemoryConfig:
             raise ConfigError(f"memory.granularity {self.granularity!r}; allowed: tensor, channel")
         if self.range not in RANGE_METHODS:
             raise ConfigError(f"memory.range {self.range!r}; allowed: {', '.join(RANGE_METHODS)}")
+        if self.code not in CODES:
+            raise ConfigError(f"memory.code {self.code!r}; allowed: {', '.join(CODES)}")
+        if self.code == "lloyd" and self.range != "max":
+            raise ConfigError(f"memory.range {self.range!r} applies to uniform codes; with memory.code \"lloyd\" the "
+                              f"levels are fitted to the data: leave memory.range \"max\"")
         if self.new_latents not in NEW_LATENTS:
             raise ConfigError(f"memory.new_latents {self.new_latents!r}; allowed: {', '.join(NEW_LATENTS)}")
 
@@ -228,6 +234,10 @@ KEYS = {
     "memory.policy": Key("which samples are kept", choices=_names("policies")),
     "memory.granularity": Key("one quantizer scale per tensor or per channel", choices=("tensor", "channel")),
     "memory.range": Key("the range the quantizer covers, from the first data written", choices=_names("ranges")),
+    "memory.code": Key("uniform: 2**Q levels evenly spaced over that range (a scale and zero point per tensor or "
+                       "channel); lloyd: 2**Q levels fitted to the first data written by Lloyd-Max (1-D k-means), "
+                       "a float32 table per tensor or channel that the device decodes through (memory.range "
+                       "unused; no firmware export yet)", choices=CODES),
     "memory.new_latents": Key("latent_replay with Q < 32: `exact` trains and predicts on new latents as the frozen "
                               "stage gives them (only replayed ones are Q-bit); `quantized` passes them through the "
                               "memory's quantizer too (calibrated on experience 0's latents), so old and new classes "
@@ -256,6 +266,11 @@ KEYS = {
     "distill.space": Key("distil the frozen stage's outputs (latent) or the raw inputs (input, replayed through the "
                          'frozen stage); at `model.split = "input"` the two are the same', choices=("latent", "input")),
     "distill.ipc": Key("synthetic samples per class; unset: `fraction` of the class's training samples", 1, 10 ** 6),
+    "distill.budget": Key("synthetic samples kept in all, shared equally by the classes seen so far: each new class is "
+                          "distilled into budget // classes seen and the older sets are cut to it, so the replay "
+                          "memory is full from the first experience and never grows (random replay's class-balanced "
+                          "memory of `budget` samples holds as many); unset: each class keeps `ipc` or `fraction` "
+                          "of its samples for good; excludes `ipc`", 1, 10 ** 6),
     "distill.fraction": Key("share of a class's training samples kept as synthetic ones (at least 1 per class)",
                             0, 1, open_lo=True),
     "distill.iterations": Key("DM optimisation steps per class (DM itself: 20,000 on a GPU); 0: random real samples",

@@ -42,6 +42,7 @@ class DistillConfig:
     space: str = "latent"  # "latent": distil the frozen stage's outputs; "input": distil raw inputs
     ipc: int | None = None  # synthetic samples per class; None: `fraction` of the class's training samples
     fraction: float = 0.01  # share of a class's training samples kept as synthetic ones (>= 1 per class)
+    budget: int | None = None  # synthetic samples in all, shared by the classes seen (DistilledReplay); None: ipc
     iterations: int = 200  # optimisation steps per class (DM: 20,000 on a GPU; a device cannot afford that)
     lr: float = 1.0  # SGD on the synthetic samples (DM's value)
     momentum: float = 0.5  # (DM's value)
@@ -55,6 +56,9 @@ class DistillConfig:
             raise ConfigError(f"distill.space {self.space!r}; allowed: latent, input")
         if self.ipc is not None and self.ipc < 1:
             raise ConfigError(f"distill.ipc must be >= 1 or unset, got {self.ipc}")
+        if self.budget is not None and (self.budget < 1 or self.ipc is not None):
+            raise ConfigError(f"distill.budget must be >= 1 and excludes distill.ipc, got budget {self.budget} and "
+                              f"ipc {self.ipc}")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"distill.fraction must be in (0, 1], got {self.fraction}")
         if self.iterations < 0 or self.real_batch < 1:

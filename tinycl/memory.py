@@ -1,8 +1,9 @@
 """The replay memory: N samples (latents or raw inputs) stored as bit-packed Q-bit codes, and the policies that
 choose what to keep.
 
-Codes are unsigned; a sample's values are quantized with one scale/zero point per tensor or per channel
-(tinycl.quant.qparams), packed contiguously (tinycl.quant.packing): slot i holds codes [i*D, (i+1)*D) of the
+Codes are unsigned; a sample's values are quantized with one scale/zero point per tensor or per channel, or
+(code "lloyd") rounded to the nearest of 2**Q levels fitted per tensor or per channel (tinycl.quant.qparams),
+packed contiguously (tinycl.quant.packing): slot i holds codes [i*D, (i+1)*D) of the
 buffer, D = values per sample. Q = 32 stores float32 values as they are. Every byte the device would hold is in
 a NumPy array here, and `nbytes` adds up those arrays.
 """
@@ -17,7 +18,16 @@ import numpy as np
 
 from tinycl.errors import ConfigError
 from tinycl.quant.packing import packed_nbytes, read_codes, read_rows, write_codes
-from tinycl.quant.qparams import RANGE_METHODS, choose_qparams, dequantize, quantize
+from tinycl.quant.qparams import (
+    CODES,
+    RANGE_METHODS,
+    choose_qparams,
+    decode_levels,
+    dequantize,
+    encode_levels,
+    lloyd_levels,
+    quantize,
+)
 
 __all__ = ["ReplayMemory", "POLICIES", "nicv2_policy", "reservoir_policy", "class_balanced_policy", "BITS",
            "check_bits"]
@@ -47,10 +57,13 @@ class ReplayMemory:
     capacity: slots N. sample_shape: shape of one sample (e.g. the latent's C, H, W). bits: Q in BITS.
     granularity: "tensor" (one scale) or "channel" (one per channel, axis 0 of the sample).
     range_method: how the quantizer's range is chosen from calibration data: "max", "percentile", "mse".
+    code: "uniform" (levels evenly spaced over that range) or "lloyd" (2**Q levels fitted to the calibration data,
+    a float32 table per tensor or channel; range_method unused).
     """
 
     def __init__(self, capacity: int, sample_shape: tuple[int, ...], bits: int = 32, *,
-                 granularity: str = "tensor", range_method: str = "max", n_classes: int = 256):
+                 granularity: str = "tensor", range_method: str = "max", code: str = "uniform",
+                 n_classes: int = 256):
         if not isinstance(capacity, int) or capacity < 1:
             raise ConfigError(f"memory capacity must be an integer >= 1, got {capacity!r}")
         check_bits(bits)
@@ -58,13 +71,16 @@ class ReplayMemory:
             raise ConfigError(f"memory granularity {granularity!r}; allowed: tensor, channel")
         if range_method not in RANGE_METHODS:
             raise ConfigError(f"memory range {range_method!r}; allowed: {', '.join(RANGE_METHODS)}")
-        need = self.bytes_for(capacity, tuple(sample_shape), bits, granularity=granularity, n_classes=n_classes)
+        if code not in CODES:
+            raise ConfigError(f"memory code {code!r}; allowed: {', '.join(CODES)}")
+        need = self.bytes_for(capacity, tuple(sample_shape), bits, granularity=granularity, code=code,
+                              n_classes=n_classes)
         if need > _physical_memory():
             raise ConfigError(f"a replay memory of {capacity:,} samples of shape {tuple(sample_shape)} at {bits} bits "
                               f"needs {need:,} bytes, more than this machine's {_physical_memory():,}: lower "
                               f"memory.capacity or memory.bits")
         self.capacity, self.sample_shape, self.bits = capacity, tuple(sample_shape), bits
-        self.granularity, self.range_method = granularity, range_method
+        self.granularity, self.range_method, self.code = granularity, range_method, code
         self.values_per_sample = math.prod(self.sample_shape)
         self.size = 0  # slots filled
         self.seen_ = 0  # samples offered to the memory so far (reservoir sampling needs it)
@@ -75,15 +91,28 @@ class ReplayMemory:
             self.buffer = np.zeros(packed_nbytes(capacity * self.values_per_sample, bits), dtype=np.uint8)
         self.scale_: np.ndarray | None = None  # float32, () or (C,)
         self.zero_point_: np.ndarray | None = None  # uint8, same shape
+        self.levels_: np.ndarray | None = None  # code "lloyd": float32 (2**Q,) or (C, 2**Q), instead of the two
 
     # -- quantizer --------------------------------------------------------------------------------------
     def calibrate(self, x: np.ndarray) -> ReplayMemory:
         """Fix the quantizer's range from calibration samples (N, *sample_shape). Later data outside the range
         is clipped. Without a call, the first written samples calibrate it."""
-        if self.bits != 32:
-            axis = 0 if self.granularity == "channel" else None
+        axis = 0 if self.granularity == "channel" else None
+        if self.bits != 32 and self.code == "lloyd":
+            self.levels_ = lloyd_levels(np.asarray(x, np.float32), self.bits, axis=axis)
+        elif self.bits != 32:
             scale, zero = choose_qparams(np.asarray(x, np.float32), self.bits, axis=axis, method=self.range_method)
             self.scale_, self.zero_point_ = scale.astype(np.float32), zero.astype(np.uint8)
+        return self
+
+    @property
+    def calibrated(self) -> bool:
+        """True once the quantizer's range or levels are fixed (an fp32 memory needs none)."""
+        return self.bits == 32 or self.scale_ is not None or self.levels_ is not None
+
+    def share_quantizer(self, other: ReplayMemory) -> ReplayMemory:
+        """Take `other`'s calibrated quantizer, so other's codes mean the same values here."""
+        self.scale_, self.zero_point_, self.levels_ = other.scale_, other.zero_point_, other.levels_
         return self
 
     def _broadcast(self, v: np.ndarray) -> np.ndarray:
@@ -93,12 +122,17 @@ class ReplayMemory:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(n, *sample_shape) floats -> (n, D) uint8 codes."""
+        if self.levels_ is not None:
+            axis = 0 if self.granularity == "channel" else None
+            return encode_levels(x, self.levels_, axis=axis).reshape(len(x), -1)
         codes = quantize(x, self._broadcast(self.scale_), self._broadcast(self.zero_point_.astype(np.int32)),
                          self.bits)
         return codes.reshape(len(x), -1)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         codes = codes.reshape(-1, *self.sample_shape)
+        if self.levels_ is not None:
+            return decode_levels(codes, self.levels_, axis=0 if self.granularity == "channel" else None)
         return dequantize(codes, self._broadcast(self.scale_), self._broadcast(self.zero_point_.astype(np.int32)))
 
     # -- storage --------------------------------------------------------------------------------------------
@@ -114,7 +148,7 @@ class ReplayMemory:
         if self.bits == 32:
             self.buffer[slots] = x.reshape(len(slots), -1)
         else:
-            if self.scale_ is None:
+            if not self.calibrated:
                 self.calibrate(x)
             codes = self.encode(x)
             for slot, row in zip(slots.tolist(), codes, strict=True):
@@ -147,7 +181,7 @@ class ReplayMemory:
         if self.bits == 32:
             return 0
         channels = self.sample_shape[0] if self.granularity == "channel" else 1
-        return channels * (4 + 1)  # float32 scale + uint8 zero point
+        return channels * _qparams_per_channel(self.bits, self.code)
 
     @property
     def nbytes(self) -> int:
@@ -156,12 +190,13 @@ class ReplayMemory:
 
     @staticmethod
     def bytes_for(capacity: int, sample_shape: tuple[int, ...], bits: int, *, granularity: str = "tensor",
-                  n_classes: int = 256) -> int:
+                  code: str = "uniform", n_classes: int = 256) -> int:
         """What `nbytes` of such a memory is, without allocating it (tests check the two agree)."""
         check_bits(bits)
         values = capacity * math.prod(sample_shape)
         codes = values * 4 if bits == 32 else packed_nbytes(values, bits)
-        qparams = 0 if bits == 32 else (sample_shape[0] if granularity == "channel" else 1) * 5
+        qparams = 0 if bits == 32 else (sample_shape[0] if granularity == "channel" else 1) * _qparams_per_channel(
+            bits, code)
         return codes + qparams + capacity * (1 if n_classes <= 256 else 2)
 
     @classmethod
@@ -178,11 +213,17 @@ class ReplayMemory:
 
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.copy(), "labels": self.labels.copy(), "size": self.size, "seen": self.seen_,
-                "scale": self.scale_, "zero_point": self.zero_point_}
+                "scale": self.scale_, "zero_point": self.zero_point_, "levels": self.levels_}
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer, self.labels, self.size = state["buffer"].copy(), state["labels"].copy(), state["size"]
         self.scale_, self.zero_point_, self.seen_ = state["scale"], state["zero_point"], state["seen"]
+        self.levels_ = state.get("levels")  # saved before codes other than uniform existed: none
+
+
+def _qparams_per_channel(bits: int, code: str) -> int:
+    """Quantizer bytes per tensor or channel: a float32 scale + a uint8 zero point, or 2**Q float32 levels."""
+    return 2**bits * 4 if code == "lloyd" else 4 + 1
 
 
 # -- insertion policies: (memory, new labels, experience index, rng) -> (indices of new samples, slots) --------

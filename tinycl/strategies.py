@@ -62,7 +62,7 @@ def new_memory(cfg: RunConfig, setup: Setup, capacity: int, shape: tuple[int, ..
     cfg.memory says, with labels for the scenario's classes."""
     m = cfg.memory
     return ReplayMemory(capacity, tuple(shape), m.bits if bits is None else bits, granularity=m.granularity,
-                        range_method=m.range, n_classes=setup.scenario.n_classes)
+                        range_method=m.range, code=m.code, n_classes=setup.scenario.n_classes)
 
 
 def naive(cfg: RunConfig, setup: Setup) -> Learner:
@@ -95,8 +95,9 @@ def raw_replay(cfg: RunConfig, setup: Setup) -> Learner:
     cfg.memory.bits), so the two are compared at equal bytes."""
     m, n_classes, shape = cfg.memory, setup.scenario.n_classes, setup.dataset.sample_shape
     budget = ReplayMemory.bytes_for(m.capacity, setup.split.latent_shape, m.bits, granularity=m.granularity,
-                                    n_classes=n_classes)
-    capacity = ReplayMemory.capacity_for(budget, shape, RAW_BITS, granularity=m.granularity, n_classes=n_classes)
+                                    code=m.code, n_classes=n_classes)
+    capacity = ReplayMemory.capacity_for(budget, shape, RAW_BITS, granularity=m.granularity, code=m.code,
+                                         n_classes=n_classes)
     memory = new_memory(cfg, setup, capacity, shape, RAW_BITS)
     return RawReplay(setup.cache, adaptive_module(cfg, setup), train_config(cfg), memory=memory, policy=m.policy,
                      seed=cfg.seed)

@@ -41,7 +41,8 @@ class Workload:
     samples, N = 1500, B = 128). epochs: passes over an experience's new samples. momentum: SGD keeps a
     momentum buffer. micro_batch: samples per forward/backward pass, gradients accumulated over the mini-batch
     (None: the whole mini-batch at once; 1: PULP-TrainLib's batch-size-1 kernels). frozen_bits: 8 (int8
-    frozen stage) or 32. granularity: replay quantizer scales per "tensor" or per "channel". n_classes: label
+    frozen stage) or 32. granularity: replay quantizer scales per "tensor" or per "channel"; code: "uniform" or
+    "lloyd" (ReplayMemory's). n_classes: label
     range (labels take 1 byte up to 256 classes, else 2). adaptive_spec: what trains on the device (None:
     split.adaptive_spec; an imported model's adaptive stage has a new head for the data set's classes).
     """
@@ -57,6 +58,7 @@ class Workload:
     micro_batch: int | None = None
     frozen_bits: int = 8
     granularity: str = "tensor"
+    code: str = "uniform"
     n_classes: int = 10
     adaptive_spec: ModelSpec | None = None
 
@@ -161,7 +163,7 @@ def buffers(w: Workload, arena_bytes: int | None = None, code_nbytes: int = 0) -
     latent = math.prod(w.split.latent_shape) * (1 if w.frozen_bits == 8 else FP32)
     cached = w.samples_per_experience if w.epochs > 1 else w.new_per_batch
     replay = ReplayMemory.bytes_for(w.capacity, w.split.latent_shape, w.bits, granularity=w.granularity,
-                                    n_classes=w.n_classes) if w.capacity else 0
+                                    code=w.code, n_classes=w.n_classes) if w.capacity else 0
     return {
         "activations": max(train, frozen_scratch_nbytes(frozen, w.frozen_bits) if frozen.layers else 0),
         "adaptive_weights": params,
@@ -228,4 +230,5 @@ def workload_of(cfg, setup, learner, samples_per_experience: int | None = None, 
                     momentum=train.momentum > 0, micro_batch=micro_batch,
                     frozen_bits=8 if cfg.model.frozen == "int8" else 32,
                     granularity=memory.granularity if memory is not None else "tensor",
+                    code=memory.code if memory is not None else "uniform",
                     n_classes=setup.scenario.n_classes, adaptive_spec=learner.adaptive.spec)

@@ -163,6 +163,8 @@ def _check_config(cfg: RunConfig) -> None:
         problems.append(f"memory.policy {m.policy!r} (the firmware inserts by {', '.join(POLICIES)})")
     if m.range != "max":
         problems.append(f"memory.range {m.range!r} (the firmware calibrates by max)")
+    if m.code != "uniform":
+        problems.append(f"memory.code {m.code!r} (the firmware stores uniform codes)")
     if t.mix_rule not in MIXES:
         problems.append(f"train.replay_mix {t.mix_rule!r} (the firmware mixes by {', '.join(MIXES)})")
     for key, on in (("cwr", t.cwr), ("warmup_steps", t.warmup_steps),

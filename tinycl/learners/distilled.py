@@ -208,7 +208,11 @@ class DistilledReplay(Learner):
     # -- distillation -----------------------------------------------------------------------------------------------
     def _distil(self, experience: Experience, z: np.ndarray) -> int:
         """Distil this experience's classes into a new Q-bit memory; returns the FLOPs it took."""
-        cfg = self.distill_cfg
+        cfg, cut = self.distill_cfg, None
+        if cfg.budget is not None:  # a shared budget: the older sets make room for the new classes first
+            cut = self._quota(experience.y)
+            self._cut(cut)
+            cfg = replace(cfg, ipc=cut, budget=None)
         data = z if self.space == "latent" else to_float(experience.x)
         x_syn, y_syn, info = distill(data, experience.y, cfg, self.embed_spec, self.rng)
         memory = self.new_memory(len(y_syn), self.sample_shape)
@@ -219,11 +223,35 @@ class DistilledReplay(Learner):
         for c in info.values():
             n_real = min(cfg.real_batch, c["real"])
             flops += distill_flops(self.embed_spec, n_real, c["synthetic"], cfg.iterations)
-            # fp32 synthetic set + its momentum + one real batch, while a class is distilled
-            self._workspace = max(self._workspace, (2 * c["synthetic"] + n_real) * d * 4)
+            if cfg.iterations:  # fp32 synthetic set + its momentum + one real batch, while a class is distilled
+                self._workspace = max(self._workspace, (2 * c["synthetic"] + n_real) * d * 4)
         self.distill_log_.append({"experience": experience.index, "classes": {str(k): v for k, v in info.items()},
-                                  "bytes": memory.nbytes, "flops": flops})
+                                  "bytes": memory.nbytes, "flops": flops, "older_sets_cut_to": cut})
         return flops
+
+    def _quota(self, y_new: np.ndarray) -> int:
+        """Synthetic samples per class under distill.budget: budget // classes seen so far (new and stored), the
+        class-balanced memory's quota (tinycl.memory.class_balanced_policy)."""
+        stored = [m.labels[: m.size] for m in self.stores_]
+        classes = np.union1d(y_new, np.concatenate(stored) if stored else [])
+        quota = self.distill_cfg.budget // len(classes)
+        if quota < 1:
+            raise ConfigError(f"distill.budget {self.distill_cfg.budget} is below the {len(classes)} classes seen "
+                              f"so far; allowed: at least one synthetic sample per class")
+        return quota
+
+    def _cut(self, quota: int) -> None:
+        """Keep the first `quota` samples of each class in every stored set. A cut set is a smaller memory with the
+        same quantizer, so its codes are the ones stored (the device moves them; nothing is requantized)."""
+        for i, m in enumerate(self.stores_):
+            labels = m.labels[: m.size]
+            keep = np.concatenate([np.flatnonzero(labels == c)[:quota] for c in np.unique(labels)])
+            if len(keep) == m.size:
+                continue
+            x, y = m.read(keep)
+            cut = self.new_memory(len(keep), self.sample_shape).share_quantizer(m)
+            cut.write(np.arange(len(keep)), x, y)
+            self.stores_[i] = cut
 
     # -- accounting and checkpoints ---------------------------------------------------------------------------------
     @property

@@ -67,7 +67,7 @@ class LatentReplay(Learner):
         (m - 1), in integers as the firmware computes it)."""
         if not self.quantize_new:
             return z
-        if self.memory.scale_ is None:
+        if not self.memory.calibrated:
             if not fit:
                 return z
             m = min(len(z), self.memory.capacity)

@@ -1,7 +1,8 @@
-"""Affine quantization as pure functions: q = clamp(round(x / s) + z, qmin, qmax); x = s * (q - z).
+"""Quantization as pure functions. Uniform (affine): q = clamp(round(x / s) + z, qmin, qmax); x = s * (q - z).
+Lloyd (non-uniform): 2**Q levels fitted to the data; q = the nearest level's index; x = levels[q].
 
-Used by the replay memory (unsigned Q-bit codes, 1 <= Q <= 8) and by post-training quantization (int8).
-Rounding is half away from zero, as TFLite's reference quantizer does.
+Used by the replay memory (unsigned Q-bit codes, 1 <= Q <= 8; both codes) and by post-training quantization
+(int8, uniform). Rounding is half away from zero, as TFLite's reference quantizer does.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import numpy as np
 from tinycl.errors import ConfigError
 from tinycl.quant.fixedpoint import round_half_away
 
-__all__ = ["RANGE_METHODS", "choose_qparams", "quantize", "dequantize"]
+__all__ = ["CODES", "RANGE_METHODS", "choose_qparams", "quantize", "dequantize", "lloyd_levels", "encode_levels",
+           "decode_levels"]
 
 RANGE_METHODS = ("max", "percentile", "mse")
+CODES = ("uniform", "lloyd")  # how a replay memory's 2**Q levels are placed
 
 
 def _reduce_axes(x: np.ndarray, axis: int | None) -> tuple[int, ...]:
@@ -89,3 +92,55 @@ def quantize(x: np.ndarray, scale, zero_point, bits: int) -> np.ndarray:
 
 def dequantize(codes: np.ndarray, scale, zero_point) -> np.ndarray:
     return ((codes.astype(np.int32) - zero_point) * scale).astype(np.float32)
+
+
+# -- non-uniform codes: 2**Q levels per tensor or per channel, a table the device decodes through ---------------
+def lloyd_levels(x: np.ndarray, bits: int, *, axis: int | None = None, iterations: int = 50) -> np.ndarray:
+    """2**bits levels that minimise the mean squared error of rounding `x` (batch first) to the nearest one:
+    Lloyd-Max (1-D k-means), started from the data's quantiles, so it is deterministic. Returns float32 levels,
+    ascending: shape (2**bits,) per tensor, (C, 2**bits) per channel (`axis`: the channel axis of one sample)."""
+    if not 1 <= bits <= 8:
+        raise ConfigError(f"bits={bits} cannot be quantized to codes; allowed: 1..8 (32 means fp32, unquantized)")
+    x = np.asarray(x, dtype=np.float32)
+    if axis is None:
+        return _lloyd(x.ravel(), 2**bits, iterations)
+    return np.stack([_lloyd(c.ravel(), 2**bits, iterations) for c in np.moveaxis(x, axis + 1, 0)])
+
+
+def _lloyd(v: np.ndarray, k: int, iterations: int) -> np.ndarray:
+    v = np.sort(v.astype(np.float64))
+    levels = np.quantile(v, (np.arange(k) + 0.5) / k)
+    for _ in range(iterations):
+        bounds = np.searchsorted(v, (levels[1:] + levels[:-1]) / 2)  # cell j: v[bounds[j-1]:bounds[j]]
+        cells = np.split(v, bounds)
+        new = np.array([c.mean() if len(c) else lv for c, lv in zip(cells, levels, strict=True)])
+        if np.array_equal(new, levels):
+            break
+        levels = new
+    return np.sort(levels).astype(np.float32)
+
+
+def _per_channel(levels: np.ndarray, ndim: int, axis: int | None) -> bool:
+    return axis is not None and levels.ndim == 2 and ndim > axis + 1
+
+
+def encode_levels(x: np.ndarray, levels: np.ndarray, *, axis: int | None = None) -> np.ndarray:
+    """uint8 codes: the index of the nearest level (ties to the lower), per channel with `axis` as above."""
+    x = np.asarray(x, dtype=np.float32)
+    if not _per_channel(levels, x.ndim, axis):
+        return np.searchsorted((levels[1:] + levels[:-1]) / 2, x, side="left").astype(np.uint8)
+    out = np.empty(x.shape, np.uint8)
+    for c, lv in enumerate(levels):
+        idx = (slice(None),) * (axis + 1) + (c,)
+        out[idx] = np.searchsorted((lv[1:] + lv[:-1]) / 2, x[idx], side="left")
+    return out
+
+
+def decode_levels(codes: np.ndarray, levels: np.ndarray, *, axis: int | None = None) -> np.ndarray:
+    """The levels the codes index: x = levels[q] (per channel: levels[c, q])."""
+    if not _per_channel(levels, codes.ndim, axis):
+        return levels[codes.astype(np.intp)]
+    shape = [1] * codes.ndim
+    shape[axis + 1] = len(levels)
+    channel = np.arange(len(levels)).reshape(shape)
+    return levels[channel, codes.astype(np.intp)]
