@@ -72,6 +72,9 @@ def test_report_numbers_come_from_the_trials(tmp_path):
         # one range per channel: its own bits-table row, and the 2-bit bar's best
         _trial(tmp_path, f"q2c-{seed}", [f"seed={seed}", "memory.bits=2", "memory.range=mse",
                                          "memory.granularity=channel"], two[seed] + 0.01, 0.79, 250)
+        # fitted levels (memory.code lloyd, range left "max"): a row of their own, never the max row's
+        _trial(tmp_path, f"q2l-{seed}", [f"seed={seed}", "memory.bits=2", "memory.code=lloyd",
+                                         "memory.granularity=channel"], two[seed] + 0.005, 0.79, 260)
         # the recipe with one part changed: the ablation table's row, not the AR1*-style or plain rows
         _trial(tmp_path, f"nobrn-{seed}", [f"seed={seed}", "train.batch_renorm=false"], fp32[seed] - 0.1, 0.7, 4000)
     # a held-out (lr search) run: in the lr table only, never mixed into the test-set tables
@@ -101,7 +104,10 @@ def test_report_numbers_come_from_the_trials(tmp_path):
     assert "| joint >= 70% at the default layer | 80.0% | yes |" in text
     dc = d + 1.0
     assert f"| 2 | mse, per channel | {q2.mean() + 1:.1f} +- {q2.std(ddof=1):.1f} (3) | {dc.mean():+.2f}" in text
-    assert f"| 2-bit (best range: mse, per channel) within 1.5 of fp32 | {dc.mean():+.2f}" in text
+    assert f"| 2-bit (best levels: mse, per channel) within 1.5 of fp32 | {dc.mean():+.2f}" in text
+    lloyd = f"| 2 | lloyd, per channel | {q2.mean() + 0.5:.1f} +- {q2.std(ddof=1):.1f} (3) | {dc.mean() - 0.5:+.2f}"
+    assert lloyd in text
+    assert "| 2 | max |" not in text
     assert "| AR1*-style LR with no BRN | 60.3 +- 1.5 (3) | -10.00 (SE 0.00, 3; resolved) |" in text
     assert f"| 2 | mse | {q2.mean() - 30:.1f} +- {q2.std(ddof=1):.1f} (3) | {q2.mean():.1f} +- " in text
     assert "| 2 | mse | 3" not in text.split("### New latents")[0]
