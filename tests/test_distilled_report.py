@@ -28,6 +28,8 @@ import distilled_report as report  # noqa: E402
 ROWS = {(): "distilled + growth", (("growth.policy", "none"),): "distilled",
         (("growth.policy", "none"), ("growth.start_factor", 4.0)): "fixed large + distilled",
         (("distill.iterations", 0), ("growth.policy", "none")): "random real, 0 DM steps",
+        (("distill.budget", 10), ("growth.policy", "none")): "distilled, shared budget",
+        (("distill.budget", 10), ("distill.iterations", 0), ("growth.policy", "none")): "random real, shared budget",
         (("memory.capacity", 10), ("strategy", "latent_replay"), ("train.replay_mix", "class_balanced")):
             "random replay",
         (("memory.capacity", 10), ("memory.policy", "class_balanced"), ("strategy", "gdumb"), ("train.epochs", 2)):
@@ -37,7 +39,7 @@ ROWS = {(): "distilled + growth", (("growth.policy", "none"),): "distilled",
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """distilled_mnist.toml on 500 training images, 1 epoch, 5 DM steps, seeds 0 and 1 (16 trials)."""
+    """distilled_mnist.toml on 500 training images, 1 epoch, 5 DM steps, seeds 0 and 1 (20 trials)."""
     pytest.importorskip("ray")
     root = require_shared_data("mnist")
     tmp = tmp_path_factory.mktemp("distilled")
@@ -49,6 +51,8 @@ def sweep(tmp_path_factory) -> Path:
     for row in spec["rows"]:
         if row.get("strategy") in ("latent_replay", "gdumb"):
             row["memory.capacity"] = 10  # 1 per class (1% of 50, at least 1): the distilled sets' count here
+        if "distill.budget" in row:
+            row["distill.budget"] = 10  # the random-replay row's count here
         if row.get("strategy") == "gdumb":
             row["train.epochs"] = 2
     (tmp / "grid.toml").write_text(tomli_w.dumps(spec))
@@ -97,6 +101,9 @@ def test_report_tables_hold_the_trials_numbers(sweep, tmp_path):
     acc = lambda m: 100 * m["final_accuracy"]  # noqa: E731
     d = _paired(trials["distilled"], trials["random replay"], acc)
     assert f"| split-mnist | {d.mean():+.2f} (SE {d.std(ddof=1) / math.sqrt(2):.2f}, wins {(d > 0).sum()}/2) |" in text
+    ds = _paired(trials["distilled, shared budget"], trials["random replay"], acc)
+    assert f"| {ds.mean():+.2f} (SE {ds.std(ddof=1) / math.sqrt(2):.2f}, wins {(ds > 0).sum()}/2) |" in text
+    assert "| distilled, shared budget above random replay of equal bytes (paired mean) on >= 3 of 4 " in text
     flops = lambda m: m["flops"]["train_flops"]  # noqa: E731
     large = {r["values"]["seed"]: flops(r["metrics"]) for r in trials["fixed large + distilled"]}
     ratio = [flops(r["metrics"]) / large[r["values"]["seed"]] for r in trials["distilled + growth"]]
