@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tinycl.cli import main
@@ -75,3 +76,23 @@ def test_run_shows_progress_and_experiences(config, tmp_path, capsys):
     assert "replay" in captured.out
     for phase in ("decoding digits", "pre-deployment training", "frozen stage"):
         assert phase in captured.err  # tqdm bars on stderr: counts and ETA
+
+
+def test_a_collapsed_learner_is_warned_about_and_recorded(config, tmp_path, capsys, monkeypatch):
+    """A learner that predicts one class for every test sample (a finite loss, e.g. too large an lr) gets a warning
+    line after each such experience, even with --no-progress, and metrics.json lists those experiences; a resumed
+    run keeps the list (the counts are saved with the accuracy matrix)."""
+    from tinycl.learners.base import Learner
+
+    monkeypatch.setattr(Learner, "predict", lambda self, x, ids=None, batch_size=512: np.zeros(len(x), np.int64))
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: after experience") == 3 and "predicts one class for every test sample" in err
+    assert json.loads((out / "metrics.json").read_text())["collapsed_after"] == [1, 2, 3]
+    assert main(["run", str(config), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["collapsed_after"] == [1, 2, 3]
+    monkeypatch.undo()
+    assert main(["run", str(config), "--out", str(tmp_path / "fine"), "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "fine" / "metrics.json").read_text())["collapsed_after"] == []

@@ -12,20 +12,29 @@ __all__ = ["AccuracyMatrix", "summarize"]
 
 
 class AccuracyMatrix:
-    """Accumulates R and the accuracy on all test data seen so far, one experience at a time."""
+    """Accumulates R and the accuracy on all test data seen so far, one experience at a time, and how many classes
+    the learner predicts on that data against how many it holds (a learner that predicts one class is collapsed)."""
 
     def __init__(self, n_experiences: int):
         self.R = np.full((n_experiences, n_experiences), np.nan)
         self.seen_accuracy = np.full(n_experiences, np.nan)  # accuracy on the union of seen test data
+        self.predicted = np.full((n_experiences, 2), np.nan)  # classes predicted on it, classes in it
         self.done = 0  # rows filled
 
-    def update(self, i: int, row: np.ndarray, seen_accuracy: float) -> None:
+    def update(self, i: int, row: np.ndarray, seen_accuracy: float, predicted: tuple[int, int] = (np.nan, np.nan)
+               ) -> None:
         self.R[i] = row
         self.seen_accuracy[i] = seen_accuracy
+        self.predicted[i] = predicted
         self.done = i + 1
 
     def result(self) -> dict[str, float]:
         return summarize(self.R[: self.done], self.seen_accuracy[: self.done])
+
+    def collapsed(self) -> list[int]:
+        """Experiences (from 1) after which the learner predicted one class for every seen test sample of two or
+        more classes: a finite loss that no longer tells classes apart (e.g. too large an lr)."""
+        return [i + 1 for i, (p, n) in enumerate(self.predicted[: self.done]) if p == 1 and n > 1]
 
     def reset(self) -> None:
         self.__init__(len(self.R))

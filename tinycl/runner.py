@@ -223,18 +223,22 @@ def _fed(stage: FrozenStage, name: str, sample_shape: tuple[int, ...], norm: Nor
     return NormalizedInput(stage, norm) if norm is not None else FloatInput(stage)
 
 
-def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, float]:
-    """Row i of the accuracy matrix, and the accuracy on all test data seen up to experience i."""
+def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Row i of the accuracy matrix, the accuracy on all test data seen up to experience i, and (classes predicted
+    on that data, classes in it)."""
     row = np.full(len(scenario), np.nan)
     correct = total = 0
+    predicted, classes = set(), set()
     for j, test in enumerate(scenario.test):
         if not len(test):
             continue
-        hits = learner.predict(test.x, test.ids) == test.y
+        guess = learner.predict(test.x, test.ids)
+        hits = guess == test.y
         row[j] = hits.mean()
         if j <= i:
             correct, total = correct + hits.sum(), total + len(hits)
-    return row, (correct / total if total else float("nan"))
+            predicted.update(np.unique(guess).tolist()), classes.update(np.unique(test.y).tolist())
+    return row, (correct / total if total else float("nan")), (len(predicted), len(classes))
 
 
 def _metrics(cfg: RunConfig, setup: Setup, matrix: AccuracyMatrix, learner: Learner, seconds: float) -> dict:
@@ -244,6 +248,7 @@ def _metrics(cfg: RunConfig, setup: Setup, matrix: AccuracyMatrix, learner: Lear
     return {"strategy": cfg.strategy, "data_set": setup.dataset.name, "classes": list(setup.dataset.classes),
             "bits": learner.stored_bits, **matrix.result(), "seconds": seconds,
             "experiences_done": matrix.done, "accuracy_after_each": matrix.seen_accuracy[: matrix.done].tolist(),
+            "collapsed_after": matrix.collapsed(),
             "memory_bytes": report, "replay_bytes": report["replay_memory"],
             "latents_computed": learner.encoder.computed, **learner.extra_metrics()}
 

@@ -150,7 +150,8 @@ def save_learner(path: Path, cfg: RunConfig, setup, learner, matrix, elapsed: fl
                      "weights": _encode(setup.adaptive_weights, arrays, "deployed")},
         "adaptive_spec": spec_to_dict(learner.adaptive.spec),  # as trained (batch renorm inserted, grown)
         "learner": _encode(learner.state_dict(), arrays, "learner"),
-        "matrix": _encode({"R": matrix.R, "seen": matrix.seen_accuracy, "done": matrix.done}, arrays, "matrix"),
+        "matrix": _encode({"R": matrix.R, "seen": matrix.seen_accuracy, "predicted": matrix.predicted,
+                           "done": matrix.done}, arrays, "matrix"),
         "elapsed": elapsed,
     }
     with atomic_dir(path) as tmp:
@@ -296,6 +297,8 @@ class SavedLearner:
             raise TinyclError(f"saved learner {self.path}: its accuracy matrix is {np.shape(m['R'])}, the stream has "
                               f"{len(matrix.R)} experiences")
         matrix.R, matrix.seen_accuracy, matrix.done = m["R"], m["seen"], int(m["done"])
+        if "predicted" in m:  # saved before the count was kept: unknown (NaN)
+            matrix.predicted = m["predicted"]
         return float(self.state["elapsed"])
 
     def restore_weights(self, module: torch.nn.Module) -> None:

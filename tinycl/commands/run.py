@@ -12,6 +12,7 @@ Torch uses one thread by default (--threads): the adaptive stage's tensors are s
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run"]
@@ -69,6 +70,10 @@ def run(args) -> int:
             say(f"experience {i + 1}/{n}: {len(exp)} samples of classes {list(exp.classes)}; accuracy on classes "
                 f"seen {100 * m['accuracy_after_each'][-1]:.1f}%, replay {m['replay_bytes']:,} B, "
                 f"{m['seconds']:.1f} s")
+            if i + 1 in m["collapsed_after"]:  # a warning even with --no-progress
+                print(f"warning: after experience {i + 1} the learner predicts one class for every test sample "
+                      f"(collapsed, with a finite loss): lower train.lr, or set train.clip_norm or "
+                      f"train.batch_renorm", file=sys.stderr)
 
         m = run_experiment(cfg, out, resume=args.resume, setup=setup, saved=saved, on_experience=line)
     print(format_table([m]))

@@ -3,7 +3,9 @@
 Per experience: train the adaptive stage on the new real data plus every distilled set so far, the mini-batches
 balanced by class so a few synthetic samples per old class are not swamped by the new data; let the growth policy
 widen the adaptive stage (function preserving); distil the new classes (Distribution Matching, tinycl.distill) into
-a Q-bit replay memory; drop the raw data. Distillation runs on latents (after the frozen stage) or on raw inputs.
+a Q-bit replay memory; drop the raw data. Each class keeps `distill.fraction` (or `ipc`) of its samples for good,
+or with `distill.budget` the classes seen so far share a fixed number of samples: the older sets are cut to make
+room. Distillation runs on latents (after the frozen stage) or on raw inputs.
 FLOPs of training, of the frozen stage and of distillation are logged per experience (tinycl.flops).
 """
 
