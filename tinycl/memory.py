@@ -1,11 +1,11 @@
 """The replay memory: N samples (latents or raw inputs) stored as bit-packed Q-bit codes, and the policies that
 choose what to keep.
 
-Codes are unsigned; a sample's values are quantized with one scale/zero point per tensor or per channel, or
-(code "lloyd") rounded to the nearest of 2**Q levels fitted per tensor or per channel (tinycl.quant.qparams),
-packed contiguously (tinycl.quant.packing): slot i holds codes [i*D, (i+1)*D) of the
-buffer, D = values per sample. Q = 32 stores float32 values as they are. Every byte the device would hold is in
-a NumPy array here, and `nbytes` adds up those arrays.
+Codes are unsigned; a sample's values are quantized with one scale/zero point per tensor or per channel, or (code
+"lloyd") rounded to the nearest of 2**Q levels fitted per tensor or per channel (tinycl.quant.qparams), packed
+contiguously (tinycl.quant.packing): slot i holds codes [i*D, (i+1)*D) of the buffer, D = values per sample. Q = 32
+stores float32 values as they are. Every byte the device would hold is in a NumPy array here, and `nbytes` adds up those
+arrays.
 """
 
 from __future__ import annotations
@@ -97,13 +97,18 @@ class ReplayMemory:
     def calibrate(self, x: np.ndarray) -> ReplayMemory:
         """Fix the quantizer's range from calibration samples (N, *sample_shape). Later data outside the range
         is clipped. Without a call, the first written samples calibrate it."""
-        axis = 0 if self.granularity == "channel" else None
         if self.bits != 32 and self.code == "lloyd":
-            self.levels_ = lloyd_levels(np.asarray(x, np.float32), self.bits, axis=axis)
+            self.levels_ = lloyd_levels(np.asarray(x, np.float32), self.bits, axis=self._axis)
         elif self.bits != 32:
-            scale, zero = choose_qparams(np.asarray(x, np.float32), self.bits, axis=axis, method=self.range_method)
+            scale, zero = choose_qparams(np.asarray(x, np.float32), self.bits, axis=self._axis,
+                                         method=self.range_method)
             self.scale_, self.zero_point_ = scale.astype(np.float32), zero.astype(np.uint8)
         return self
+
+    @property
+    def _axis(self) -> int | None:
+        """The quantizer's channel axis in a sample: 0 per channel, None per tensor."""
+        return 0 if self.granularity == "channel" else None
 
     @property
     def calibrated(self) -> bool:
@@ -123,8 +128,7 @@ class ReplayMemory:
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(n, *sample_shape) floats -> (n, D) uint8 codes."""
         if self.levels_ is not None:
-            axis = 0 if self.granularity == "channel" else None
-            return encode_levels(x, self.levels_, axis=axis).reshape(len(x), -1)
+            return encode_levels(x, self.levels_, axis=self._axis).reshape(len(x), -1)
         codes = quantize(x, self._broadcast(self.scale_), self._broadcast(self.zero_point_.astype(np.int32)),
                          self.bits)
         return codes.reshape(len(x), -1)
@@ -132,7 +136,7 @@ class ReplayMemory:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         codes = codes.reshape(-1, *self.sample_shape)
         if self.levels_ is not None:
-            return decode_levels(codes, self.levels_, axis=0 if self.granularity == "channel" else None)
+            return decode_levels(codes, self.levels_, axis=self._axis)
         return dequantize(codes, self._broadcast(self.scale_), self._broadcast(self.zero_point_.astype(np.int32)))
 
     # -- storage --------------------------------------------------------------------------------------------
