@@ -300,7 +300,7 @@ ANCHORS = [
     "| | Ravaglia et al. 2021 (CORe50 NICv2-391, MobileNet-V1 1.0/128, AR1*, conv5_4/dw) | this study |",
     "|---|---|---|",
     "| 8-bit latents vs fp32 | -0.26 points at N = 3000 | row Q = 8 above |",
-    "| 7-bit latents vs fp32 | up to -5 points | not in this grid |",
+    "| 7-bit latents vs fp32 | up to -5 points | row Q = 7 above |",
     "| replay bytes of N = 1500 at the default layer | 187.5 MiB fp32, 46.9 MiB at 8 bits (32,768 values per "
     "latent) | the replay bytes column (8,192 values per latent: width 0.25) |",
 ]
