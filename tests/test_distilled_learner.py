@@ -190,6 +190,8 @@ def test_budget_is_shared_by_the_classes_seen_and_cuts_keep_the_codes(setup):
         sizes.append(learner.replay_nbytes)
         assert learner.distill_log_[-1]["older_sets_cut_to"] == quota
     assert sizes[0] >= sizes[1] >= sizes[2]
+    with pytest.raises(ConfigError, match=r"classes \[0, 1, 2, 3\] arrive again: unset distill.budget"):
+        learner.partial_fit(setup.scenario.train[0])  # a class that comes back would hold two shares
     with pytest.raises(ConfigError, match="distill.budget must be >= 1 and excludes distill.ipc"):
         DistillConfig(budget=20, ipc=3)
     tiny = make_learner(dataclasses.replace(cfg, distill=DistillConfig(budget=3, iterations=0)), setup)

@@ -82,6 +82,8 @@ class DistilledReplay(Learner):
 
     # -- one experience: Learner.partial_fit calls these around training ----------------------------------------
     def _before_training(self, experience: Experience) -> None:
+        if self.distill_cfg.budget is not None:
+            self._quota(experience.y)  # a budget this stream cannot share fails before the experience trains
         self._ensure_outputs(experience.y)
         self._load_replay()
 
@@ -234,8 +236,11 @@ class DistilledReplay(Learner):
     def _quota(self, y_new: np.ndarray) -> int:
         """Synthetic samples per class under distill.budget: budget // classes seen so far (new and stored), the
         class-balanced memory's quota (tinycl.memory.class_balanced_policy)."""
-        stored = [m.labels[: m.size] for m in self.stores_]
-        classes = np.union1d(y_new, np.concatenate(stored) if stored else [])
+        stored = np.concatenate([m.labels[: m.size] for m in self.stores_]) if self.stores_ else np.zeros(0, int)
+        if again := np.intersect1d(y_new, stored).tolist():
+            raise ConfigError(f"distill.budget shares the samples of class-incremental streams, where each class "
+                              f"arrives in one experience; classes {again} arrive again: unset distill.budget")
+        classes = np.union1d(y_new, stored)
         quota = self.distill_cfg.budget // len(classes)
         if quota < 1:
             raise ConfigError(f"distill.budget {self.distill_cfg.budget} is below the {len(classes)} classes seen "
