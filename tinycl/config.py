@@ -270,7 +270,8 @@ KEYS = {
                           "distilled into budget // classes seen and the older sets are cut to it, so the replay "
                           "memory is full from the first experience and never grows (random replay's class-balanced "
                           "memory of `budget` samples holds as many); unset: each class keeps `ipc` or `fraction` "
-                          "of its samples for good; excludes `ipc`", 1, 10 ** 6),
+                          "of its samples for good; excludes `ipc`; class-incremental streams only (each class in one "
+                          "experience)", 1, 10 ** 6),
     "distill.fraction": Key("share of a class's training samples kept as synthetic ones (at least 1 per class)",
                             0, 1, open_lo=True),
     "distill.iterations": Key("DM optimisation steps per class (DM itself: 20,000 on a GPU); 0: random real samples",
