@@ -124,8 +124,6 @@ class MemoryConfig:
             raise ConfigError(f"memory.granularity {self.granularity!r}; allowed: tensor, channel")
         if self.range not in RANGE_METHODS:
             raise ConfigError(f"memory.range {self.range!r}; allowed: {', '.join(RANGE_METHODS)}")
-        if self.code not in CODES:
-            raise ConfigError(f"memory.code {self.code!r}; allowed: {', '.join(CODES)}")
         if self.code == "lloyd" and self.range != "max":
             raise ConfigError(f"memory.range {self.range!r} applies to uniform codes; with memory.code \"lloyd\" the "
                               f"levels are fitted to the data: leave memory.range \"max\"")

@@ -237,7 +237,8 @@ def evaluate(learner: Learner, scenario: Scenario, i: int) -> tuple[np.ndarray, 
         row[j] = hits.mean()
         if j <= i:
             correct, total = correct + hits.sum(), total + len(hits)
-            predicted.update(np.unique(guess).tolist()), classes.update(np.unique(test.y).tolist())
+            predicted.update(np.unique(guess).tolist())
+            classes.update(np.unique(test.y).tolist())
     return row, (correct / total if total else float("nan")), (len(predicted), len(classes))
 
 

@@ -77,11 +77,15 @@ def choose_qparams(x: np.ndarray, bits: int, *, axis: int | None = None, method:
     asymmetric range. `axis`: the channel axis of one sample for per-channel parameters, None for one per
     tensor. Returns float32 scale and int32 zero point arrays (shape () per tensor, (C,) per channel).
     """
-    if not 1 <= bits <= 8:
-        raise ConfigError(f"bits={bits} cannot be quantized to codes; allowed: 1..8 (32 means fp32, unquantized)")
+    _check_code_bits(bits)
     x = np.asarray(x, dtype=np.float32)
     lo, hi = _range(x, method, axis, percentile, bits)
     return _qparams_from_range(lo, hi, bits)
+
+
+def _check_code_bits(bits: int) -> None:
+    if not 1 <= bits <= 8:
+        raise ConfigError(f"bits={bits} cannot be quantized to codes; allowed: 1..8 (32 means fp32, unquantized)")
 
 
 def quantize(x: np.ndarray, scale, zero_point, bits: int) -> np.ndarray:
@@ -99,8 +103,7 @@ def lloyd_levels(x: np.ndarray, bits: int, *, axis: int | None = None, iteration
     """2**bits levels that minimise the mean squared error of rounding `x` (batch first) to the nearest one:
     Lloyd-Max (1-D k-means), started from the data's quantiles, so it is deterministic. Returns float32 levels,
     ascending: shape (2**bits,) per tensor, (C, 2**bits) per channel (`axis`: the channel axis of one sample)."""
-    if not 1 <= bits <= 8:
-        raise ConfigError(f"bits={bits} cannot be quantized to codes; allowed: 1..8 (32 means fp32, unquantized)")
+    _check_code_bits(bits)
     x = np.asarray(x, dtype=np.float32)
     if axis is None:
         return _lloyd(x.ravel(), 2**bits, iterations)
@@ -120,14 +123,11 @@ def _lloyd(v: np.ndarray, k: int, iterations: int) -> np.ndarray:
     return np.sort(levels).astype(np.float32)
 
 
-def _per_channel(levels: np.ndarray, ndim: int, axis: int | None) -> bool:
-    return axis is not None and levels.ndim == 2 and ndim > axis + 1
-
-
 def encode_levels(x: np.ndarray, levels: np.ndarray, *, axis: int | None = None) -> np.ndarray:
-    """uint8 codes: the index of the nearest level (ties to the lower), per channel with `axis` as above."""
+    """uint8 codes: the index of the nearest level (ties to the lower). Levels of shape (C, 2**bits) are per
+    channel, along `axis` of one sample (batch first in x)."""
     x = np.asarray(x, dtype=np.float32)
-    if not _per_channel(levels, x.ndim, axis):
+    if levels.ndim == 1:
         return np.searchsorted((levels[1:] + levels[:-1]) / 2, x, side="left").astype(np.uint8)
     out = np.empty(x.shape, np.uint8)
     for c, lv in enumerate(levels):
@@ -137,8 +137,8 @@ def encode_levels(x: np.ndarray, levels: np.ndarray, *, axis: int | None = None)
 
 
 def decode_levels(codes: np.ndarray, levels: np.ndarray, *, axis: int | None = None) -> np.ndarray:
-    """The levels the codes index: x = levels[q] (per channel: levels[c, q])."""
-    if not _per_channel(levels, codes.ndim, axis):
+    """The levels the codes index: x = levels[q] (per channel, as encode_levels: levels[c, q])."""
+    if levels.ndim == 1:
         return levels[codes.astype(np.intp)]
     shape = [1] * codes.ndim
     shape[axis + 1] = len(levels)
